@@ -213,9 +213,10 @@ _OPTIONAL = frozenset({"failure_threshold", "failure_rate_threshold", "slow_call
 
 
 def _resolve_type(where: str, dotted: object) -> type[BaseException]:
-    if not isinstance(dotted, str) or "." not in dotted:
-        raise _bad(where, "an exception type as 'module.Name'", dotted)
-    module_name, _, attr = dotted.rpartition(".")
+    if not isinstance(dotted, str) or not dotted.strip():
+        raise _bad(where, "an exception type as 'Name' (builtin) or 'module.Name'", dotted)
+    module_name, _, attr = dotted.strip().rpartition(".")
+    module_name = module_name or "builtins"
     try:
         obj = getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError) as exc:
@@ -240,7 +241,7 @@ def _coerce(where: str, key: str, value: object, *, from_env: bool) -> object:
                 number = float(text)
             except ValueError:
                 raise _bad(where, "a number", value) from None
-            return int(number) if number.is_integer() and "." not in text and "e" not in text.lower() else number
+            value = int(number) if number.is_integer() and "." not in text and "e" not in text.lower() else number
     if key in ("include", "exclude"):
         if not isinstance(value, list):
             raise _bad(where, "a list of exception type names", value)
@@ -259,14 +260,23 @@ def config_from_mapping(
     """Apply a mapping of settings on top of ``base``; unknown keys and bad values raise ConfigError."""
     changes: dict[str, object] = {}
     for key, value in data.items():
-        full = f"{where}.{key}" if where else key
+        full = _display(where, key, from_env)
         if key not in _SETTABLE:
             raise ConfigError(f"{full}: unknown setting (known: {', '.join(sorted(_SETTABLE))})")
         changes[key] = _coerce(full, key, value, from_env=from_env)
     try:
         return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
     except ConfigError as exc:
-        raise ConfigError(f"{where}.{exc}" if where else str(exc)) from None
+        # The config names the bad field first ("key: expected ..."); put where it came from in front.
+        key, _, rest = str(exc).partition(": ")
+        raise ConfigError(f"{_display(where, key, from_env)}: {rest}") from None
+
+
+def _display(where: str, key: str, from_env: bool) -> str:
+    """How to name a setting in an error: the env variable, or the TOML path."""
+    if from_env:
+        return f"{where}__{key.upper()}"
+    return f"{where}.{key}" if where else key
 
 
 @dataclass(frozen=True, slots=True)
