@@ -271,7 +271,8 @@ class PersistentCircuitBreaker:
         """Stop calling ``listener``."""
         with self._lock:
             for kind, listeners in self._listeners.items():
-                self._listeners[kind] = tuple(item for item in listeners if item is not listener)
+                # ``!=``, not ``is not``: a bound method (``obj.on_event``) is a new object on each access.
+                self._listeners[kind] = tuple(item for item in listeners if item != listener)
             self._refresh_hot()
             self._reject_listeners = bool(self._listeners["rejected"])
 
@@ -294,6 +295,10 @@ class PersistentCircuitBreaker:
                 raise
             self._ok()
             return result
+        if self._state is OPEN:  # the open-state rejection, one frame shallower
+            now = self._mono()
+            if now < self._open_until:
+                raise self._reject(now)
         permit = self._acquire_sync()
         if isinstance(permit, _Pass):
             return fn(*args, **kwargs)
@@ -365,6 +370,10 @@ class PersistentCircuitBreaker:
                 raise
             self._ok()
             return result
+        if self._state is OPEN:
+            now = self._mono()
+            if now < self._open_until:
+                raise self._reject(now)
         permit = await self._acquire()
         if isinstance(permit, _Pass):
             return await fn(*args, **kwargs)
@@ -547,6 +556,8 @@ class PersistentCircuitBreaker:
             )
             if token is None:
                 next(self._rejections)
+                if self._reject_listeners:
+                    self._emit(BreakerEvent("rejected", self.name, HALF_OPEN, retry_after_s=0.0))
                 raise CircuitOpenError(self.name, 0.0, HALF_OPEN.value)
             return _Trial(snap.version, token)
         raise RuntimeError(f"breaker {self.name!r}: state kept changing while acquiring permission")
