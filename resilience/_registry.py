@@ -67,7 +67,7 @@ class CircuitBreakerRegistry:
         with self._lock:
             breaker = self._breakers.get(name)
             if breaker is None:
-                if name not in self.config.breakers:
+                if name not in self.config.breakers and name.lower() not in self.config.breakers:
                     logger.info(
                         "resilience.default_breaker breaker=%s: no configuration for this name, using defaults",
                         name,

@@ -129,6 +129,9 @@ class BreakerConfig:
         ):
             raise ConfigError(f"reset_backoff: expected a number >= 1, got {self.reset_backoff!r}")
         _check_positive("max_reset_timeout_s", self.max_reset_timeout_s)
+        if self.max_reset_timeout_s == DEFAULT_MAX_RESET_TIMEOUT_S and self.reset_timeout_s > self.max_reset_timeout_s:
+            # Only reset_timeout_s was raised: the cap follows it rather than failing start-up.
+            object.__setattr__(self, "max_reset_timeout_s", float(self.reset_timeout_s))
         if self.max_reset_timeout_s < self.reset_timeout_s:
             raise ConfigError(
                 f"max_reset_timeout_s: expected >= reset_timeout_s ({self.reset_timeout_s!r}), "
@@ -288,7 +291,7 @@ class RegistryConfig:
 
     def for_name(self, name: str) -> BreakerConfig:
         """The configuration of breaker ``name`` (the defaults when it has none of its own)."""
-        return self.breakers.get(name, self.defaults)
+        return self.breakers.get(name, self.breakers.get(name.lower(), self.defaults))
 
 
 def load_config(
@@ -339,6 +342,14 @@ def load_config(
     tables = raw.get("breakers", {})
     if not isinstance(tables, dict):
         raise _bad(f"{source}: breakers", "a table of tables", tables)
+    # Breaker names are case-insensitive: [breakers.RAG_API], RESILIENCE__RAG_API__* and the proxy
+    # name "rag_api" all mean one breaker.
+    lowered: dict[str, Any] = {}
+    for name, table in tables.items():
+        if name.lower() in lowered:
+            raise ConfigError(f"{source}: breakers.{name} is defined twice (names are case-insensitive)")
+        lowered[name.lower()] = table
+    tables = lowered
     breakers: dict[str, BreakerConfig] = {}
     for name in set(tables) | set(env_tables):
         table = tables.get(name, {})

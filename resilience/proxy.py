@@ -147,7 +147,9 @@ def _wrap_sync(name: str, fn: Callable[..., Any], fallback: Callable[..., Any] |
             return breaker.call_sync(fn, *args, **kwargs)
         try:
             return breaker.call_sync(fn, *args, **kwargs)
-        except CircuitOpenError:
+        except CircuitOpenError as exc:
+            if exc.name != name:  # another breaker's rejection from inside fn: not ours to replace
+                raise
             return fallback(*args, **kwargs)
 
     return wrapper
@@ -187,7 +189,9 @@ def _wrap_async(
             return await breaker.call(fn, *args, **kwargs)
         try:
             return await breaker.call(fn, *args, **kwargs)
-        except CircuitOpenError:
+        except CircuitOpenError as exc:
+            if exc.name != name:
+                raise
             result = fallback(*args, **kwargs)
             return await result if inspect.isawaitable(result) else result
 
@@ -205,8 +209,8 @@ def _wrap_gen(name: str, fn: Callable[..., Any], fallback: Callable[..., Iterabl
             first = next(stream)
         except StopIteration as stop:
             return stop.value
-        except CircuitOpenError:
-            if fallback is None:
+        except CircuitOpenError as exc:
+            if fallback is None or exc.name != name:
                 raise
             return (yield from fallback(*args, **kwargs))
         try:
@@ -238,8 +242,8 @@ def _wrap_async_gen(
                 first = await anext(stream)
             except StopAsyncIteration:
                 return
-            except CircuitOpenError:
-                if fallback is None:
+            except CircuitOpenError as exc:
+                if fallback is None or exc.name != name:
                     raise
                 replacement = fallback(*args, **kwargs)
                 if hasattr(replacement, "__aiter__"):

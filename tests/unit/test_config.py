@@ -245,3 +245,19 @@ def test_base_config_is_the_starting_point() -> None:
     """load_config applies the file's defaults on top of ``base``."""
     config = load_config(None, environ={"RESILIENCE__DEFAULTS__MINIMUM_CALLS": "7"}, base=BreakerConfig(window_size=9))
     assert (config.defaults.window_size, config.defaults.minimum_calls) == (9, 7)
+
+
+def test_breaker_names_are_case_insensitive(tmp_path: Path) -> None:
+    """[breakers.RAG_API] in TOML and RESILIENCE__RAG_API__* configure the proxy name "rag_api" together."""
+    path = tmp_path / "b.toml"
+    path.write_text("[breakers.RAG_API]\nfailure_threshold = 2\n")
+    config = load_config(path, environ={"RESILIENCE__RAG_API__WINDOW_SIZE": "7"})
+    assert config.for_name("rag_api").failure_threshold == 2
+    assert config.for_name("rag_api").window_size == 7
+
+
+def test_raising_only_reset_timeout_lifts_the_default_cap() -> None:
+    """reset_timeout_s above the default cap raises the cap instead of failing; an explicit lower cap still fails."""
+    assert BreakerConfig(reset_timeout_s=600).max_reset_timeout_s == 600
+    with pytest.raises(ConfigError, match="max_reset_timeout_s"):
+        BreakerConfig(reset_timeout_s=600, max_reset_timeout_s=100)

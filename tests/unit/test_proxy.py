@@ -449,3 +449,16 @@ async def test_no_fallback_raises_circuit_open(clock: FakeClock) -> None:
         await anext(agen("p"))
     with pytest.raises(CircuitOpenError):
         next(gen("p"))
+
+
+def test_fallback_ignores_another_breakers_rejection(clock: FakeClock) -> None:
+    """A CircuitOpenError from an inner breaker is not replaced by the outer proxy's fallback."""
+    init_registry_sync(environ={}, clock=clock)
+
+    @CircuitBreakerProxy("outer", fallback=lambda: "fallback")
+    def outer() -> str:
+        raise CircuitOpenError("inner", 1.0, "open")
+
+    with pytest.raises(CircuitOpenError) as info:
+        outer()
+    assert info.value.name == "inner"
