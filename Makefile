@@ -18,7 +18,7 @@ run: venv
 test: sysdeps venv-dev
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-## lint: ruff (check + format) and mypy --strict
+## lint: ruff (check + format) and mypy --strict on resilience/ and rag/
 lint: venv-dev
 	$(VENV)/bin/ruff check resilience rag tests bench chainlit_app_voice.py
 	$(VENV)/bin/ruff format --check resilience rag tests bench chainlit_app_voice.py
