@@ -39,6 +39,7 @@ SECTIONS: list[Section] = [
     Section("breakers", "bench", "bench/bench_breakers.py"),
     Section("redis", "app", "bench/bench_redis.py"),
     Section("retrieval", "app", "bench/bench_retrieval.py"),
+    Section("answer", "app", "bench/bench_answer.py"),
 ]
 
 
