@@ -77,6 +77,7 @@ import contextlib
 import json
 import logging
 import os
+import socket
 import threading
 import time
 import uuid
@@ -106,7 +107,7 @@ DEFAULT_FLUSH_INTERVAL_S: Final = 1.0
 DEFAULT_TTL_S: Final = 86_400.0
 DEFAULT_MIN_BACKOFF_S: Final = 0.05
 DEFAULT_MAX_BACKOFF_S: Final = 1.0
-_TICK_S: Final = 0.05  # how often the background thread looks at its flags between messages
+_TICK_S: Final = 0.05  # how often the ticker thread looks at its flags
 
 # Restrictiveness used by the reconcile rule: the more restrictive state wins.
 _RANK: Final = {
@@ -278,6 +279,19 @@ class RedisStore:
         # No retries inside redis-py: a failed command marks the store down at once instead of
         # making the caller wait for reconnect attempts with backoff.
         self._client = redis.Redis.from_url(url, retry=Retry(NoBackoff(), 0), **self._client_kwargs)
+        # The subscriber reads with a blocking socket (no timeout): one GIL hand-off per message
+        # instead of two (poll, then recv) when the app's threads keep the interpreter busy. A dead
+        # peer is noticed by TCP (keepalive, reset) or by the ticker's commands failing.
+        self._sub_client = redis.Redis.from_url(
+            url,
+            retry=Retry(NoBackoff(), 0),
+            decode_responses=True,
+            socket_timeout=None,
+            socket_connect_timeout=socket_timeout_s,
+            health_check_interval=0,
+            **({} if url.startswith("unix:") else {"socket_keepalive": True}),  # TCP only
+        )
+        self._pubsub: Any = None
         self._cas = self._client.register_script(_CAS_LUA)
         self._reconcile = self._client.register_script(_RECONCILE_LUA)
         self._acquire = self._client.register_script(_ACQUIRE_LUA)
@@ -298,8 +312,10 @@ class RedisStore:
         self._recheck = threading.Event()  # set by a call path that saw Redis fail
         self._stop = threading.Event()
         self._closed = False
-        self._thread = threading.Thread(target=self._run, name=f"resilience-redis-{prefix}", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=f"resilience-redis-sub-{prefix}", daemon=True)
+        self._ticker = threading.Thread(target=self._tick, name=f"resilience-redis-tick-{prefix}", daemon=True)
         self._thread.start()
+        self._ticker.start()
 
     def __repr__(self) -> str:
         return f"<RedisStore {redact_url(self.url)} prefix={self.prefix!r} {'up' if self._up else 'down'}>"
@@ -613,25 +629,68 @@ class RedisStore:
     # ------------------------------------------------------------------ background thread
 
     def _run(self) -> None:
+        """Subscriber thread: (re)subscribe, reconcile, then block on messages; back off while down."""
         backoff = self._min_backoff_s
         while not self._stop.is_set():
             pubsub = None
             try:
-                pubsub = self._client.pubsub(ignore_subscribe_messages=True)
+                pubsub = self._sub_client.pubsub(ignore_subscribe_messages=True)
                 pubsub.subscribe(self._channel)
+                self._pubsub = pubsub
                 self._connected()
                 backoff = self._min_backoff_s
-                self._serve(pubsub)
+                while not self._stop.is_set():
+                    message = pubsub.get_message(timeout=None)  # type: ignore[arg-type]  # None blocks (documented)
+                    if message is not None:
+                        self._on_message(message)
             except Exception as exc:
                 if not self._stop.is_set():
                     self._mark_down(exc)
             finally:
+                self._pubsub = None
                 if pubsub is not None:
                     with contextlib.suppress(Exception):
                         pubsub.close()
             if self._stop.wait(backoff):
                 break
             backoff = min(backoff * 2, self._max_backoff_s)
+
+    def _wake_subscriber(self) -> None:
+        """Break the subscriber's blocking read (shutdown or a suspected dead connection)."""
+        pubsub = self._pubsub
+        connection = getattr(pubsub, "connection", None)
+        sock = getattr(connection, "_sock", None)
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    def _tick(self) -> None:
+        """Ticker thread: re-check after a failed call, bounded-staleness refresh, batched count flush."""
+        mono = time.monotonic
+        next_refresh = mono() + self._refresh_s
+        next_flush = mono() + self._flush_s
+        while not self._stop.wait(_TICK_S):
+            if not self._up and not self._recheck.is_set():
+                continue
+            try:
+                if self._recheck.is_set():
+                    if self._pubsub is None:
+                        continue  # the subscriber is reconnecting (with backoff) and reconciles itself
+                    # A call path saw Redis fail: prove the connection works again before going up.
+                    self._client.ping()
+                    self._connected()
+                now = mono()
+                if now >= next_refresh:
+                    next_refresh = now + self._refresh_s
+                    self._refresh()
+                if now >= next_flush:
+                    next_flush = now + self._flush_s
+                    self._flush()
+            except Exception as exc:
+                if self._stop.is_set():
+                    break
+                self._mark_down(exc)
+                self._wake_subscriber()  # a partition without a reset would leave it blocked forever
         with contextlib.suppress(Exception):
             if self._up:
                 self._flush()
@@ -667,27 +726,6 @@ class RedisStore:
         if self._remember(name, snap):
             self._notify(name, snap)
         return int(wrote)
-
-    def _serve(self, pubsub: Any) -> None:
-        mono = time.monotonic
-        next_refresh = mono() + self._refresh_s
-        next_flush = mono() + self._flush_s
-        while not self._stop.is_set():
-            if self._recheck.is_set():
-                # A call path saw Redis fail: prove the connection works again before going up.
-                self._client.ping()
-                self._connected()
-            message = pubsub.get_message(timeout=_TICK_S)
-            while message is not None:
-                self._on_message(message)
-                message = pubsub.get_message(timeout=0.0)
-            now = mono()
-            if now >= next_refresh:
-                next_refresh = now + self._refresh_s
-                self._refresh()
-            if now >= next_flush:
-                next_flush = now + self._flush_s
-                self._flush()
 
     def _on_message(self, message: dict[str, Any]) -> None:
         if message.get("type") != "message":
@@ -752,8 +790,10 @@ class RedisStore:
 
     def _stop_thread(self) -> None:
         self._stop.set()
-        if self._thread.is_alive() and self._thread is not threading.current_thread():
-            self._thread.join(timeout=2.0)
+        self._wake_subscriber()
+        for thread in (self._ticker, self._thread):
+            if thread.is_alive() and thread is not threading.current_thread():
+                thread.join(timeout=2.0)
 
     def close(self) -> None:
         """Stop the background thread (flushing counts once more) and close the sync connections."""
@@ -764,6 +804,7 @@ class RedisStore:
         with self._lock:
             self._up = False
         self._client.close()
+        self._sub_client.close()
 
     async def aclose(self) -> None:
         """Async twin of :meth:`close`; also closes this event loop's redis.asyncio client."""
