@@ -203,6 +203,9 @@ class PersistentCircuitBreaker:
         self._reject_listeners = False
         self._slow_s = cfg.slow_call_duration_s
         self._timeout_s = cfg.call_timeout_s
+        # A count window never holds more than window_size calls: a larger minimum would switch the rate rules off.
+        count_based = cfg.window_type == "count"
+        self._minimum_calls = min(cfg.minimum_calls, cfg.window_size) if count_based else cfg.minimum_calls
         self._lease_ms = cfg.trial_lease_s * 1000.0
         self._window: _CountWindow | _TimeWindow = (
             _TimeWindow(cfg.window_size, self._mono) if cfg.window_type == "time" else _CountWindow(cfg.window_size)
@@ -400,7 +403,12 @@ class PersistentCircuitBreaker:
         ``call_timeout_s`` applies to each wait for the next item.
         """
         permit = await self._acquire()
-        source = fn(*args, **kwargs)
+        try:
+            source = fn(*args, **kwargs)
+        except BaseException as exc:  # e.g. a TypeError from the arguments: free a trial permit now, not at expiry
+            if not isinstance(permit, _Pass):
+                await self._error(permit, exc)
+            raise
         if isinstance(permit, _Pass):
             async for item in source:
                 yield item
@@ -535,7 +543,8 @@ class PersistentCircuitBreaker:
     def _acquire_steps(self) -> _Steps[_Trial | _Pass | None]:
         """Permission outside CLOSED: move OPEN -> HALF_OPEN when due, then take a trial permit."""
         for _ in range(8):  # each pass follows one state change; more means a livelock bug
-            snap = self._snap
+            with self._lock:  # the snapshot and its monotonic deadline, as one consistent pair
+                snap, open_until = self._snap, self._open_until
             state = snap.state
             if state is CLOSED:
                 return None
@@ -545,8 +554,10 @@ class PersistentCircuitBreaker:
             if state is FORCED_OPEN:
                 raise self._reject(None)
             if state is OPEN:
-                if now < snap.opened_until_ms:
-                    raise self._reject(self._mono())
+                # Monotonic, as on the fast path: a wall-clock step back must not extend the open period.
+                mono = self._mono()
+                if mono < open_until:
+                    raise self._reject(mono)
                 winner = yield ("transition", (self.name, snap.version, _state.half_open(snap, now)))
                 self._adopt(winner)
                 continue
@@ -616,7 +627,7 @@ class PersistentCircuitBreaker:
         if not cfg.rate_rules:
             return None
         calls, fails, slow = self._window.stats()
-        if calls < cfg.minimum_calls:
+        if calls < self._minimum_calls:
             return None
         if cfg.failure_rate_threshold is not None and fails / calls >= cfg.failure_rate_threshold:
             return f"failure rate {fails}/{calls}"

@@ -48,7 +48,9 @@ Redis unavailable (at start or mid-run)
 
 Recovery and reconcile rule
     On reconnect the thread resubscribes, then reconciles every attached breaker atomically (Lua)
-    before marking the store up and logging one ``resilience.redis_recovered`` line. Rule: the more
+    before marking the store up and logging one ``resilience.redis_recovered`` line. A breaker whose
+    local view did not change since it last agreed with Redis (it merely missed messages) adopts
+    what Redis holds, so a stale view never undoes what the fleet did meanwhile. Otherwise: the more
     restrictive state wins (FORCED_OPEN > OPEN > HALF_OPEN > CLOSED > DISABLED); for the same state,
     the higher version wins (the stored one on a tie). The winner is written with a version above
     both sides and published, so every instance adopts it; so a breaker that opened locally during
@@ -201,13 +203,23 @@ _OUTCOME_ARG: Final = {True: 1, False: 0, None: -1}
 
 
 def redact_url(url: str) -> str:
-    """``url`` with its password replaced by ``***`` (for logs and status pages)."""
+    """``url`` with its password replaced by ``***`` (for logs and status pages).
+
+    redis-py also reads a ``?password=`` query parameter, so that one is hidden too.
+    """
     parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.netloc.rpartition("@")[2]
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+    pairs = parts.query.split("&") if parts.query else []
+    secret = [p.partition("=")[0].lower() == "password" for p in pairs]
+    if parts.password is None and not any(secret):
+        return url  # untouched (urlunsplit would also rewrite unix:///path as unix:/path)
+    if any(secret):
+        hidden = [f"{p.partition('=')[0]}=***" if s else p for p, s in zip(pairs, secret, strict=True)]
+        parts = parts._replace(query="&".join(hidden))
+    if parts.password is not None:
+        user = parts.username or ""
+        host = parts.netloc.rpartition("@")[2]
+        parts = parts._replace(netloc=f"{user}:***@{host}")
+    return urlunsplit(parts)
 
 
 @dataclass(slots=True)
@@ -300,6 +312,9 @@ class RedisStore:
 
         self._lock = threading.Lock()
         self._known: dict[str, Snapshot] = {}  # newest snapshot seen per name, in local time
+        # Version of the last snapshot taken from Redis per name: a known version above it is a change made
+        # locally while Redis was out of reach; one at or below it is merely what Redis said last.
+        self._synced: dict[str, int] = {}
         self._listeners: dict[str, list[RemoteListener]] = {}
         self._tracked: dict[str, list[_Tracked]] = {}
         self._fallback = MemoryStore()  # trial permits while Redis is down
@@ -352,12 +367,13 @@ class RedisStore:
         )
 
     def _remember(self, name: str, snap: Snapshot) -> bool:
-        """Keep ``snap`` if it is newer than the known one; True when it was."""
+        """Keep ``snap`` (read from or written to Redis) if it is newer than the known one; True when it was."""
         with self._lock:
             known = self._known.get(name)
             if known is not None and known.version >= snap.version:
                 return False
             self._known[name] = snap
+            self._synced[name] = snap.version
             return True
 
     def _notify(self, name: str, snap: Snapshot) -> None:
@@ -712,14 +728,23 @@ class RedisStore:
         """Apply the reconcile rule between the local view and Redis; 1 when Redis was written."""
         with self._lock:
             local = self._known.get(name)
+            synced = self._synced.get(name, 0)
         key = self._key(name)
-        if local is None or local.version == 0:
+        unknown = local is None or local.version == 0
+        if local is None or local.version == 0 or local.version <= synced:
+            # Nothing changed here since this instance last agreed with Redis: a stale view (missed
+            # messages while disconnected) must not override what the fleet did meanwhile (say, an
+            # operator's reset). Redis's view is adopted; only state Redis lost goes through the rule.
             version, raw = self._client.hmget(key, ["v", "s"])
             if version is not None and raw is not None:
-                snap = self._to_local(version, raw)
-                if self._remember(name, snap):
-                    self._notify(name, snap)
-            return 0
+                stored = self._to_local(version, raw)
+                if unknown or stored.version >= synced:
+                    if self._remember(name, stored):
+                        self._notify(name, stored)
+                    return 0
+            elif unknown:
+                return 0
+        assert local is not None
         args: list[Any] = [local.version, self._to_server(local), _RANK[local.state], self.instance_id, self._ttl_ms]
         wrote, version, raw = self._reconcile(keys=[key], args=[*args, self._channel, name])
         snap = self._to_local(version, raw)

@@ -97,7 +97,10 @@ def _move(snap: Snapshot, target: CircuitState, now_ms: float, **changes: object
 
 def open_duration_s(trips: int, cfg: BreakerConfig) -> float:
     """How long the ``trips``-th consecutive opening lasts: grows by ``reset_backoff``, capped."""
-    duration = cfg.reset_timeout_s * cfg.reset_backoff ** max(trips - 1, 0)
+    try:
+        duration = cfg.reset_timeout_s * cfg.reset_backoff ** max(trips - 1, 0)
+    except OverflowError:  # float ** int raises past ~1e308 (about 1024 trips in a row at a backoff of 2)
+        return cfg.max_reset_timeout_s
     return min(duration, cfg.max_reset_timeout_s)
 
 
