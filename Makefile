@@ -45,9 +45,11 @@ $(BENCH_VENV)/.installed: requirements-bench.txt
 	$(BENCH_VENV)/bin/python -m pip install --disable-pip-version-check -q -r requirements-bench.txt
 	touch $@
 
-## sysdeps: system packages the tests start themselves (you are root on the test machines)
+## sysdeps: system packages the tests start themselves (redis-server; Debian's chromium for the browser UI
+## test, driven by playwright with executable_path, never a downloaded browser); you are root on test machines
 sysdeps:
 	@command -v redis-server >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
+	@test -x /usr/bin/chromium || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-liberation >/dev/null; }
 
 ## lock: re-resolve requirements*.txt from the direct dependencies (needs the package registry)
 lock:

@@ -5,7 +5,8 @@ functions of (snapshot, time, config): no I/O, no clock reads. Every legal move 
 ``_LEGAL``; anything else raises, so a bug cannot invent a state change.
 
 Invariants:
-- ``version`` grows by exactly one per applied transition; stores compare-and-set on it.
+- ``version`` grows with every applied transition (by one; a Redis reconcile may jump it); stores
+  compare-and-set on it.
 - ``opened_until_ms`` is an epoch-millisecond deadline (shared between processes), meaningful in OPEN.
 - ``trips`` counts openings since the breaker last closed; it drives the growing open duration.
 """

@@ -26,7 +26,8 @@ class CircuitOpenError(ResilienceError):
 
     Args:
         name: the breaker's name.
-        retry_after_s: seconds until the breaker may let a trial call through (0 when unknown or now).
+        retry_after_s: seconds until the breaker may let a trial call through (0: now, in half-open;
+            ``inf`` while forced open, which has no end).
         state: the state that rejected the call (``"open"``, ``"forced_open"`` or ``"half_open"``).
     """
 

@@ -98,6 +98,9 @@ class CircuitBreakerProxy:
         return registry.get(self.name).call_sync(fn, *args, **kwargs)
 
     def _wrap(self, fn: F, fallback: Callable[..., Any] | None) -> F:
+        if isinstance(fn, staticmethod | classmethod):
+            # Decorated on top of @staticmethod/@classmethod: wrap the function, keep the descriptor.
+            return type(fn)(self._wrap(fn.__func__, fallback))
         if not callable(fn):
             raise TypeError(f"{self.name}: can only decorate a callable, got {fn!r}")
         if inspect.isasyncgenfunction(fn):

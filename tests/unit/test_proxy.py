@@ -462,3 +462,25 @@ def test_fallback_ignores_another_breakers_rejection(clock: FakeClock) -> None:
     with pytest.raises(CircuitOpenError) as info:
         outer()
     assert info.value.name == "inner"
+
+
+async def test_proxy_on_top_of_staticmethod_and_classmethod_keeps_async(clock: FakeClock) -> None:
+    """Decorating above @staticmethod/@classmethod still protects the async function (failures count)."""
+    init_registry_sync(RegistryConfig(breakers={"deco": BreakerConfig(failure_threshold=1)}), clock=clock)
+
+    class Service:
+        @CircuitBreakerProxy("deco")
+        @staticmethod
+        async def static_fetch() -> str:
+            raise ConnectionError("down")
+
+        @CircuitBreakerProxy("deco")
+        @classmethod
+        async def class_fetch(cls) -> str:
+            return cls.__name__
+
+    assert inspect.iscoroutinefunction(Service.static_fetch)
+    with pytest.raises(ConnectionError):
+        await Service.static_fetch()
+    with pytest.raises(CircuitOpenError):
+        await Service.class_fetch()
