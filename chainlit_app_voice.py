@@ -79,24 +79,28 @@ def _chat_state() -> ChatState:
     return state
 
 
-def render_footer(done: AnswerDone) -> tuple[str, list[cl.Text]]:
-    """Markdown listing the cited sources and any degraded-mode notice, plus one side element per source."""
+def render_footer(done: AnswerDone) -> str:
+    """Markdown listing the cited sources (with a short excerpt each) and any degraded-mode notice.
+
+    Sources are inline text, not side elements: Chainlit side panels are looked up by name across the
+    whole session, so "Source 1" of an earlier answer would open with this one's.
+    """
     blocks: list[str] = []
-    elements: list[cl.Text] = []
     if done.citations:
         items = ["**Sources**"]
         for citation in done.citations:
             p = citation.passage
             where = f"{p.title} — {p.heading}" if p.heading else p.title
-            name = f"Source {citation.number}"
-            items.append(f"- [{citation.number}] {name}: {where} (`{p.source}`)")
-            elements.append(cl.Text(name=name, content=p.text, display="side"))
+            excerpt = " ".join((p.snippet or p.text).replace("`", "").split())  # no half code spans
+            if len(excerpt) > 160:
+                excerpt = excerpt[:157].rstrip() + "…"
+            items.append(f"- [{citation.number}] {where} (`{p.source}`): “{excerpt}”")
         blocks.append("\n".join(items))
     if done.degraded:
         blocks.append("> ⚠️ Degraded mode: " + "; ".join(done.degraded) + ".")
     elif done.mode == "extractive":
         blocks.append("*Quoted from the documents (no language model configured).*")
-    return ("\n\n" + "\n\n".join(blocks) if blocks else ""), elements
+    return "\n\n" + "\n\n".join(blocks) if blocks else ""
 
 
 @cl.on_message
@@ -120,10 +124,9 @@ async def on_message(message: cl.Message) -> None:
         logger.exception("app.answer_failed")
         await reply.stream_token(SORRY_TEXT)
     if done is not None:
-        footer, elements = render_footer(done)
+        footer = render_footer(done)
         if footer:
             await reply.stream_token(footer)
-        reply.elements = elements  # type: ignore[assignment]  # Chainlit types it as a list of a TypeVar
         if done.mode != "invalid_input":
             chat.history = [*chat.history, Turn("user", question), Turn("assistant", done.text)][-HISTORY_TURNS:]
     await reply.send()
