@@ -7,6 +7,7 @@ while it is None and bind to the registry's breakers once it is set.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import threading
@@ -125,6 +126,15 @@ class CircuitBreakerRegistry:
 
 _current: CircuitBreakerRegistry | None = None
 _handle_lock = threading.Lock()
+# Names of the proxies declared so far (filled at import time by CircuitBreakerProxy). init_registry
+# builds their breakers up front, so a store's first read (Redis: one HMGET per breaker) happens at
+# start-up, off the event loop, and never inside the first user call.
+_declared: set[str] = set()
+
+
+def _warm(registry: CircuitBreakerRegistry) -> None:
+    for name in sorted(_declared | set(registry.config.breakers)):
+        registry.get(name)
 
 
 def get_registry() -> CircuitBreakerRegistry | None:
@@ -191,9 +201,11 @@ async def init_registry(
 
     Reads ``RESILIENCE_CONFIG`` (TOML path), ``RESILIENCE__*`` overrides and ``REDIS_URL`` from
     ``environ`` (default ``os.environ``) unless given explicitly. Raises ConfigError on bad config;
-    a replaced registry is closed.
+    a replaced registry is closed. The breakers of every declared proxy and configured name are built
+    here (in a worker thread), so their store's first read never runs inside a user's call.
     """
     registry = _build(config, config_path, environ, store, clock, redis_url)
+    await asyncio.to_thread(_warm, registry)
     previous = _install(registry)
     if previous is not None and previous is not registry:
         await previous.aclose()
@@ -211,6 +223,7 @@ def init_registry_sync(
 ) -> CircuitBreakerRegistry:
     """Sync twin of :func:`init_registry`."""
     registry = _build(config, config_path, environ, store, clock, redis_url)
+    _warm(registry)
     previous = _install(registry)
     if previous is not None and previous is not registry:
         previous.close()

@@ -58,6 +58,7 @@ class CircuitBreakerProxy:
             raise ValueError(f"breaker name must be a non-empty string, got {name!r}")
         self.name = name
         self.fallback = fallback
+        _registry._declared.add(name)
 
     def __repr__(self) -> str:
         registry = _registry._current

@@ -148,7 +148,16 @@ async def test_reinit_replaces_and_closes_previous(clock: FakeClock) -> None:
     second = await init_registry(environ={}, clock=clock)
     assert get_registry() is second
     assert first_store.closed == ["aclose"]
-    assert first_store.detached == ["rag_api"]
+    assert "rag_api" in first_store.detached
+    assert sorted(first_store.detached) == first.names()  # every breaker it built, declared proxies included
+
+
+async def test_init_builds_declared_proxies_breakers_up_front(clock: FakeClock) -> None:
+    """init_registry builds the breakers of declared proxies and configured names before any call."""
+    resilience.CircuitBreakerProxy("declared_elsewhere")
+    config = RegistryConfig(breakers={"configured_only": BreakerConfig()})
+    registry = await init_registry(config, clock=clock)
+    assert {"rag_api", "llm", "declared_elsewhere", "configured_only"} <= set(registry.names())
 
 
 def test_reinit_sync_replaces_and_closes_previous(clock: FakeClock) -> None:
