@@ -5,6 +5,7 @@ Schema (one SQLite database, a file or ``:memory:``)::
     documents(doc_id PK, title, source, fingerprint, origin, n_chunks)   one row per source document
     chunk_meta(id PK = chunks.rowid, doc_id, chunk_id UNIQUE)            chunk -> document
     chunks   FTS5(title, heading, body), porter + unicode61 (diacritics folded)
+    chunk_vectors(id PK = chunks.rowid, model, dim, vector BLOB)          optional embeddings (float32)
 
 Invariants:
 - A document and all its chunks are written or removed in one transaction: a reader never sees half
@@ -15,6 +16,11 @@ Invariants:
   A file that fails to parse keeps its previously indexed version (and is reported).
 - User text never reaches ``MATCH`` as syntax: every query word is a quoted FTS5 string, OR-ed, so
   operators (``AND``, ``NEAR``, ``*``, ``-``, ``^``, column filters, parentheses) are plain words.
+- Embeddings are optional (an :class:`~rag.embeddings.Embedder` given to the index). A chunk's vector
+  is dropped with the chunk; after each write, chunks without a vector of the current model are
+  embedded (so a sync embeds only new and changed chunks, and retries those a failed call left out).
+  Search then fuses BM25 and cosine rankings with RRF; when embedding the query fails it answers with
+  BM25 alone and says so (:meth:`FtsIndex.search_detailed`).
 - Thread safety: writes go through one connection under ``_lock``. A file index gives each reading
   thread its own connection (WAL mode, so reads run in parallel with each other and with a write);
   ``:memory:`` cannot be shared between connections, so its reads take the same lock.
@@ -27,12 +33,17 @@ import logging
 import re
 import sqlite3
 import threading
+from array import array
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
+from typing import TYPE_CHECKING, Any
 
+from resilience import CircuitOpenError
+
+from .fusion import DEFAULT_RRF_K, rrf, top_by_cosine
 from .ingest import (
     CHUNKER_VERSION,
     Chunk,
@@ -45,11 +56,15 @@ from .ingest import (
 )
 from .types import Passage
 
+if TYPE_CHECKING:
+    from .embeddings import Embedder
+
 __all__ = [
     "DEFAULT_WEIGHTS",
     "STOP_WORDS",
     "FtsIndex",
     "FtsUnavailableError",
+    "SearchResult",
     "SyncReport",
     "build_match_query",
 ]
@@ -63,6 +78,9 @@ DEFAULT_WEIGHTS = (2.0, 2.0, 1.0)
 SNIPPET_TOKENS = 24
 MAX_QUERY_TERMS = 32
 SCHEMA_VERSION = "1"
+# Each ranking fused by RRF is this deep: a chunk ranked below it by both BM25 and cosine is not returned.
+FUSION_DEPTH = 50
+EMBED_BATCH = 64
 
 # Very common English words: OR-ing them in costs time (long posting lists) and adds noise to the
 # ranking. Dropped from a query unless the query has nothing else.
@@ -101,6 +119,14 @@ class SyncReport:
         return bool(self.added or self.updated or self.removed)
 
 
+@dataclass(frozen=True, slots=True)
+class SearchResult:
+    """What :meth:`FtsIndex.search_detailed` found, and why it is worse than usual (None when it is not)."""
+
+    passages: list[Passage]
+    degraded: str | None = None
+
+
 def build_match_query(query: str, *, stop_words: frozenset[str] = STOP_WORDS) -> str:
     """An FTS5 ``MATCH`` expression for free text: each distinct word quoted, OR-ed ('' when no words).
 
@@ -136,6 +162,9 @@ CREATE TABLE IF NOT EXISTS chunk_meta(
 );
 CREATE INDEX IF NOT EXISTS chunk_meta_doc ON chunk_meta(doc_id);
 CREATE VIRTUAL TABLE IF NOT EXISTS chunks USING fts5(title, heading, body, tokenize='{TOKENIZER}');
+CREATE TABLE IF NOT EXISTS chunk_vectors(
+    id INTEGER PRIMARY KEY, model TEXT NOT NULL, dim INTEGER NOT NULL, vector BLOB NOT NULL
+);
 """
 
 
@@ -148,6 +177,9 @@ class FtsIndex:
         snippet_markers: text put before and after each matched word in ``Passage.snippet``.
         per_thread_readers: give each searching thread its own connection (file indexes only);
             False makes every search share the writer connection under the lock.
+        embedder: embeds chunks (at write time) and queries (at search time) for hybrid search;
+            None (the default) is BM25 only.
+        rrf_k: the RRF constant of hybrid search.
     """
 
     def __init__(
@@ -157,6 +189,8 @@ class FtsIndex:
         weights: tuple[float, float, float] = DEFAULT_WEIGHTS,
         snippet_markers: tuple[str, str] = ("", ""),
         per_thread_readers: bool = True,
+        embedder: Embedder | None = None,
+        rrf_k: int = DEFAULT_RRF_K,
     ) -> None:
         self.path = str(path)
         self._memory = self.path == ":memory:" or self.path.startswith("file::memory:")
@@ -169,6 +203,10 @@ class FtsIndex:
         self._readers: list[sqlite3.Connection] = []
         self._shared_reads = self._memory or not per_thread_readers
         self._closed = False
+        self.embedder = embedder
+        self._rrf_k = rrf_k
+        self._generation = 0  # bumped by every write: the vector cache is valid for one generation
+        self._vector_cache: tuple[tuple[int, int], list[tuple[int, array[float]]], set[int]] | None = None
         self._writer = self._connect()
         try:
             _require_fts5(self._writer)
@@ -181,7 +219,7 @@ class FtsIndex:
         rank = f"bm25(chunks, {w_title!r}, {w_heading!r}, {w_body!r})"
         self._search_sql = (
             f"SELECT m.doc_id, m.chunk_id, c.title, c.heading, c.body, d.source, {rank} AS r, "
-            f"snippet(chunks, 2, ?, ?, '…', {SNIPPET_TOKENS}) "
+            f"snippet(chunks, 2, ?, ?, '…', {SNIPPET_TOKENS}), m.id "
             "FROM chunks AS c JOIN chunk_meta AS m ON m.id = c.rowid JOIN documents AS d ON d.doc_id = m.doc_id "
             "WHERE chunks MATCH ? ORDER BY r LIMIT ?"
         )
@@ -226,6 +264,8 @@ class FtsIndex:
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
+            finally:
+                self._generation += 1
             conn.execute("COMMIT")
 
     def _check_open(self) -> None:
@@ -248,30 +288,134 @@ class FtsIndex:
 
     def search(self, query: str, k: int = 5) -> list[Passage]:
         """The ``k`` best chunks for ``query``, best first; ``[]`` when nothing matches or ``k < 1``."""
-        match = build_match_query(query)
-        if not match or k < 1:
-            return []
-        params = (*self._markers, match, int(k))
+        return self.search_detailed(query, k).passages
+
+    def search_detailed(self, query: str, k: int = 5) -> SearchResult:
+        """Like :meth:`search`, and with an embedder, BM25 and cosine rankings fused by RRF.
+
+        When the query cannot be embedded (endpoint down, breaker open, bad answer) or the stored
+        vectors have another size than the query's, the BM25 results come back with ``degraded`` set.
+        """
+        if self.embedder is None:
+            return SearchResult([p for _, p in self._bm25(query, k)])
+        if not build_match_query(query) or k < 1:
+            return SearchResult([])
+        keyword = self._bm25(query, max(k, FUSION_DEPTH))
+        try:
+            query_vector = self.embedder.embed([query])[0]
+        except Exception as exc:
+            logger.warning("rag.embeddings_query_failed %s: %s", type(exc).__name__, exc)
+            reason = "circuit open" if isinstance(exc, CircuitOpenError) else type(exc).__name__
+            return SearchResult([p for _, p in keyword[:k]], f"embeddings unavailable ({reason}) — keyword search only")
+        vectors, dims = self._vectors(self.embedder.model)
+        if vectors and dims != {len(query_vector)}:
+            logger.warning(
+                "rag.embeddings_dimension_mismatch model=%s index=%s query=%d",
+                self.embedder.model,
+                sorted(dims),
+                len(query_vector),
+            )
+            return SearchResult(
+                [p for _, p in keyword[:k]],
+                f"embeddings of another size in the index ({'/'.join(map(str, sorted(dims)))}, the query has "
+                f"{len(query_vector)}; re-sync the index) — keyword search only",
+            )
+        nearest = top_by_cosine(query_vector, vectors, FUSION_DEPTH)
+        fused = rrf([[rowid for rowid, _ in keyword], nearest], k=self._rrf_k)[:k]
+        found = dict(keyword)
+        missing = [rowid for rowid, _ in fused if rowid not in found]
+        found.update(self._passages_by_rowid(missing))
+        return SearchResult(
+            [
+                Passage(**{**found[rowid].to_dict(), "score": score})
+                for rowid, score in fused
+                if rowid in found  # a chunk removed since the vectors were cached
+            ]
+        )
+
+    def _read(self, sql: str, params: Sequence[object]) -> list[Any]:
         if self._shared_reads:
             with self._lock:
                 self._check_open()
-                rows = self._writer.execute(self._search_sql, params).fetchall()
-        else:
-            self._check_open()
-            rows = self._reader().execute(self._search_sql, params).fetchall()
+                return self._writer.execute(sql, params).fetchall()
+        self._check_open()
+        return self._reader().execute(sql, params).fetchall()
+
+    def _bm25(self, query: str, k: int) -> list[tuple[int, Passage]]:
+        """``(chunk rowid, passage)`` of the ``k`` best chunks by BM25."""
+        match = build_match_query(query)
+        if not match or k < 1:
+            return []
+        rows = self._read(self._search_sql, (*self._markers, match, int(k)))
         return [
-            Passage(
-                doc_id=doc_id,
-                chunk_id=chunk_id,
-                title=title,
-                heading=heading,
-                text=body,
-                score=-rank,  # bm25() is lower-is-better; Passage.score is higher-is-better
-                source=source,
+            (
+                rowid,
+                Passage(
+                    doc_id=doc_id,
+                    chunk_id=chunk_id,
+                    title=title,
+                    heading=heading,
+                    text=body,
+                    score=-rank,  # bm25() is lower-is-better; Passage.score is higher-is-better
+                    source=source,
+                    snippet=snippet,
+                ),
+            )
+            for doc_id, chunk_id, title, heading, body, source, rank, snippet, rowid in rows
+        ]
+
+    def _passages_by_rowid(self, rowids: Sequence[int]) -> dict[int, Passage]:
+        """Chunks found only by their vector (no BM25 snippet: the start of the body stands in)."""
+        if not rowids:
+            return {}
+        marks = ",".join("?" * len(rowids))
+        rows = self._read(
+            "SELECT m.id, m.doc_id, m.chunk_id, c.title, c.heading, c.body, d.source "
+            "FROM chunks AS c JOIN chunk_meta AS m ON m.id = c.rowid JOIN documents AS d ON d.doc_id = m.doc_id "
+            f"WHERE c.rowid IN ({marks})",
+            rowids,
+        )
+        out: dict[int, Passage] = {}
+        for rowid, doc_id, chunk_id, title, heading, body, source in rows:
+            words = str(body).split()
+            snippet = " ".join(words[:SNIPPET_TOKENS]) + (" …" if len(words) > SNIPPET_TOKENS else "")
+            out[int(rowid)] = Passage(
+                doc_id=str(doc_id),
+                chunk_id=str(chunk_id),
+                title=str(title),
+                heading=str(heading),
+                text=str(body),
+                score=0.0,
+                source=str(source),
                 snippet=snippet,
             )
-            for doc_id, chunk_id, title, heading, body, source, rank, snippet in rows
-        ]
+        return out
+
+    def _vectors(self, model: str) -> tuple[list[tuple[int, array[float]]], set[int]]:
+        """The stored ``(rowid, vector)`` of ``model`` and their sizes, cached until the next write.
+
+        The cache key includes SQLite's ``data_version``, so writes by another connection count too.
+        """
+        with self._lock:
+            self._check_open()
+            version: int = self._writer.execute("PRAGMA data_version").fetchone()[0]
+            key = (self._generation, version)
+            cached = self._vector_cache
+            if cached is not None and cached[0] == key:
+                return cached[1], cached[2]
+            rows = self._writer.execute(
+                "SELECT id, dim, vector FROM chunk_vectors WHERE model = ? ORDER BY id", (model,)
+            ).fetchall()
+        vectors: list[tuple[int, array[float]]] = []
+        dims: set[int] = set()
+        for rowid, dim, blob in rows:
+            vector = array("f")
+            vector.frombytes(blob)
+            vectors.append((rowid, vector))
+            dims.add(dim)
+        with self._lock:
+            self._vector_cache = (key, vectors, dims)
+        return vectors, dims
 
     def doc_ids(self) -> list[str]:
         """Ids of the indexed documents, sorted."""
@@ -302,6 +446,7 @@ class FtsIndex:
         chunks = chunk_document(doc) if chunks is None else chunks
         with self._transaction() as tx:
             tx.put(doc, chunks, origin)
+        self.embed_missing()
         return len(chunks)
 
     def add_file(self, path: str | Path, *, doc_id: str | None = None) -> Document:
@@ -359,6 +504,7 @@ class FtsIndex:
                     tx.put(doc, chunks, origin)
                 for doc_id in report.removed:
                     tx.delete(doc_id)
+        self.embed_missing()
         logger.info(
             "rag.index_synced folder=%s added=%d updated=%d removed=%d unchanged=%d failed=%d",
             origin,
@@ -369,6 +515,65 @@ class FtsIndex:
             len(report.failed),
         )
         return report
+
+    def embed_missing(self) -> int:
+        """Embed the chunks that have no vector of the embedder's model; returns how many were stored.
+
+        Vectors of other models are dropped first. When the model now returns vectors of another size
+        than the stored ones, all of them are recomputed. A failing call is logged and leaves the rest
+        for the next write or sync (search falls back to BM25 for those chunks meanwhile). No-op
+        without an embedder.
+        """
+        embedder = self.embedder
+        if embedder is None:
+            return 0
+        model = embedder.model
+        with self._transaction() as tx:
+            tx.conn.execute("DELETE FROM chunk_vectors WHERE model != ?", (model,))
+            stored_dims = {r[0] for r in tx.conn.execute("SELECT DISTINCT dim FROM chunk_vectors")}
+            todo = tx.conn.execute(
+                "SELECT rowid, title, heading, body FROM chunks "
+                "WHERE rowid NOT IN (SELECT id FROM chunk_vectors) ORDER BY rowid"
+            ).fetchall()
+        done = 0
+        for start in range(0, len(todo), EMBED_BATCH):
+            batch = todo[start : start + EMBED_BATCH]
+            texts = [Chunk("", "", title, heading, body).indexed_text for _, title, heading, body in batch]
+            try:
+                vectors = embedder.embed(texts)
+            except Exception as exc:
+                logger.warning(
+                    "rag.embeddings_sync_failed model=%s missing=%d %s: %s",
+                    model,
+                    len(todo) - done,
+                    type(exc).__name__,
+                    exc,
+                )
+                return done
+            dims = {len(v) for v in vectors}
+            if stored_dims and dims != stored_dims:
+                logger.warning(
+                    "rag.embeddings_dimension_changed model=%s stored=%s now=%s: re-embedding every chunk",
+                    model,
+                    sorted(stored_dims),
+                    sorted(dims),
+                )
+                with self._transaction() as tx:
+                    tx.conn.execute("DELETE FROM chunk_vectors")
+                return self.embed_missing()
+            stored_dims = dims
+            with self._transaction() as tx:
+                for (rowid, *_), vector in zip(batch, vectors, strict=True):
+                    # The chunk may have been removed while its batch was being embedded.
+                    tx.conn.execute(
+                        "INSERT OR REPLACE INTO chunk_vectors(id, model, dim, vector) "
+                        "SELECT ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM chunk_meta WHERE id = ?)",
+                        (rowid, model, len(vector), vector.tobytes(), rowid),
+                    )
+            done += len(batch)
+        if done:
+            logger.info("rag.embeddings_synced model=%s chunks=%d", model, done)
+        return done
 
     def optimize(self) -> None:
         """Merge the FTS5 index segments (worth it after a large build; searches get a little faster)."""
@@ -422,6 +627,7 @@ class _Tx:
     def delete(self, doc_id: str) -> bool:
         conn = self.conn
         conn.execute("DELETE FROM chunks WHERE rowid IN (SELECT id FROM chunk_meta WHERE doc_id = ?)", (doc_id,))
+        conn.execute("DELETE FROM chunk_vectors WHERE id IN (SELECT id FROM chunk_meta WHERE doc_id = ?)", (doc_id,))
         conn.execute("DELETE FROM chunk_meta WHERE doc_id = ?", (doc_id,))
         return conn.execute("DELETE FROM documents WHERE doc_id = ?", (doc_id,)).rowcount > 0
 

@@ -7,7 +7,9 @@ human-readable reason in the final :class:`AnswerDone`:
 - remote RAG service unset: the local index answers (normal, not degraded);
 - remote RAG service failing or its breaker open: the local index answers (degraded);
 - LLM unset: extractive answer (normal); LLM failing or its breaker open: extractive (degraded);
-- LLM failing mid-answer: the answer is marked cut off (degraded).
+- LLM failing mid-answer: the answer is marked cut off (degraded);
+- embeddings configured (``EMBEDDINGS_MODEL``) but failing or their breaker open: the local index
+  answers with BM25 alone (degraded).
 
 :func:`build_local_retriever` is the one place that builds the embedded index.
 """
@@ -70,18 +72,21 @@ def build_local_retriever(
     """Open the embedded FTS5 index and sync it with the knowledge folder (blocking: call in a thread).
 
     A missing knowledge folder leaves the index as it is (logged). An index file that cannot be
-    created falls back to an in-memory index, so the app still answers.
+    created falls back to an in-memory index, so the app still answers. With ``EMBEDDINGS_MODEL`` set,
+    the index also stores chunk vectors and fuses them with BM25.
     """
+    from .embeddings import build_embedder
     from .index import FtsIndex  # lazily: keeps this module importable without the index's deps
 
     folder = Path(knowledge_dir) if knowledge_dir is not None else settings.knowledge_dir
     path = Path(index_path) if index_path is not None else settings.index_path
+    embedder = build_embedder(settings)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        index = FtsIndex.open(path)
+        index = FtsIndex.open(path, embedder=embedder)
     except OSError as exc:  # read-only disk, bad path: answer from memory rather than not at all
         logger.warning("rag.index_in_memory path=%s reason=%s", path, exc)
-        index = FtsIndex.open(":memory:")
+        index = FtsIndex.open(":memory:", embedder=embedder)
     if folder.is_dir():
         report = index.sync_folder(folder)
         logger.info(
@@ -265,4 +270,11 @@ class Assistant:
                 reason = exc.reason if isinstance(exc, RagServiceError) else type(exc).__name__
                 logger.warning("rag.remote_failed %s", exc)
             degraded.append(f"knowledge service unavailable ({reason}) — answered from the local index")
-        return await asyncio.to_thread(self.local.search, query, self.top_k), "local"
+        detailed = getattr(self.local, "search_detailed", None)  # FtsIndex: says when embeddings failed
+        if detailed is None:
+            return await asyncio.to_thread(self.local.search, query, self.top_k), "local"
+        result = await asyncio.to_thread(detailed, query, self.top_k)
+        if result.degraded:
+            degraded.append(result.degraded)
+        passages: list[Passage] = result.passages
+        return passages, "local"

@@ -8,12 +8,17 @@ queue (:meth:`FakeOpenAI.fail_next`), else from :attr:`FakeOpenAI.fault` (every 
 - ``Fault(hang=True)``: never answers (until the server stops);
 - ``Fault(cut_after=2)``: streams 2 content chunks, then drops the connection mid-body;
 - ``Fault(delay_s=0.2)``: waits before every chunk (slow tokens).
+
+``POST /v1/embeddings`` answers with :func:`hashed_bag_of_words` vectors of :attr:`FakeOpenAI.embedding_dim`
+(deterministic: texts sharing words are close), through the same fault queue (status, hang, delay).
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
+import re
 import threading
 import time
 from collections import deque
@@ -26,7 +31,15 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from . import ServerThread
 
-__all__ = ["FakeOpenAI", "Fault"]
+__all__ = ["FakeOpenAI", "Fault", "hashed_bag_of_words"]
+
+
+def hashed_bag_of_words(text: str, dim: int) -> list[float]:
+    """Word counts of ``text`` (lower-cased) hashed into ``dim`` buckets: a deterministic toy embedding."""
+    vector = [0.0] * dim
+    for word in re.findall(r"[^\W_]+", text.lower()):
+        vector[int.from_bytes(hashlib.sha256(word.encode()).digest()[:4], "big") % dim] += 1.0
+    return vector
 
 
 @dataclass(frozen=True)
@@ -49,6 +62,7 @@ class FakeOpenAI:
     def __init__(self) -> None:
         self.reply: list[str] | Callable[[dict[str, Any]], list[str]] = ["Hello", " world."]
         self.fault: Fault | None = None
+        self.embedding_dim = 64
         self.requests: list[dict[str, Any]] = []
         self._queue: deque[Fault] = deque()
         self._lock = threading.Lock()
@@ -68,6 +82,7 @@ class FakeOpenAI:
             self.requests.clear()
         self.fault = None
         self.reply = ["Hello", " world."]
+        self.embedding_dim = 64
 
     def __enter__(self) -> FakeOpenAI:
         self._thread.start()
@@ -118,6 +133,26 @@ class FakeOpenAI:
                     }
                 )
             return StreamingResponse(self._sse(pieces, model, fault), media_type="text/event-stream")
+
+        @app.post("/v1/embeddings")
+        async def embeddings(request: Request) -> Response:
+            body = await request.json()
+            fault = self._next_fault(body)
+            if fault is not None and fault.hang:
+                await self._hang()
+                return Response(status_code=503)
+            if fault is not None and fault.status is not None:
+                error = {"message": f"injected fault {fault.status}", "type": "server_error", "code": None}
+                return JSONResponse({"error": error}, status_code=fault.status)
+            if fault is not None and fault.delay_s:
+                await asyncio.sleep(fault.delay_s)
+            texts = body["input"] if isinstance(body["input"], list) else [body["input"]]
+            data = [
+                {"object": "embedding", "index": i, "embedding": hashed_bag_of_words(text, self.embedding_dim)}
+                for i, text in enumerate(texts)
+            ]
+            usage = {"prompt_tokens": len(texts), "total_tokens": len(texts)}
+            return JSONResponse({"object": "list", "model": body.get("model", "fake"), "data": data, "usage": usage})
 
         return app
 
