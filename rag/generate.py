@@ -367,9 +367,16 @@ async def _completion_tokens(
         await stream.close()
 
 
+def describe_open(exc: CircuitOpenError) -> str:
+    """A user-facing reason for a rejected call (a forced-open breaker has no retry time)."""
+    if math.isinf(exc.retry_after_s):
+        return "switched off by an operator"
+    return f"circuit open, retry in {max(1, math.ceil(exc.retry_after_s))}s"
+
+
 def _describe(exc: BaseException) -> str:
     if isinstance(exc, CircuitOpenError):
-        return f"circuit open, retry in {math.ceil(exc.retry_after_s)}s"
+        return describe_open(exc)
     if isinstance(exc, LlmError):
         return str(exc)
     status = getattr(exc, "status_code", None)

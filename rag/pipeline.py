@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import re
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -35,6 +34,7 @@ from .generate import (
     TextDelta,
     Turn,
     content_stems,
+    describe_open,
     overlap,
 )
 from .settings import MAX_QUERY_CHARS, Settings
@@ -261,7 +261,7 @@ class Assistant:
             try:
                 return await self.remote.search(query, self.top_k), "remote"
             except CircuitOpenError as exc:
-                reason = f"circuit open, retry in {math.ceil(exc.retry_after_s)}s"
+                reason = describe_open(exc)
                 logger.info("rag.remote_skipped reason=%s", reason)
             except RagRequestError as exc:
                 reason = f"it rejected the query: {exc}"
