@@ -201,6 +201,7 @@ class PersistentCircuitBreaker:
         self._lock = threading.Lock()
         self._listeners: dict[str, tuple[Listener, ...]] = dict.fromkeys(EVENT_KINDS, ())
         self._reject_listeners = False
+        self._background: set[asyncio.Future[Any]] = set()
         self._slow_s = cfg.slow_call_duration_s
         self._timeout_s = cfg.call_timeout_s
         # A count window never holds more than window_size calls: a larger minimum would switch the rate rules off.
@@ -471,9 +472,32 @@ class PersistentCircuitBreaker:
             request = next(steps)
             while True:
                 method, args = request
-                request = steps.send(await getattr(store, method)(*args))
+                request = steps.send(await self._store_op(getattr(store, method)(*args), method, args))
         except StopIteration as stop:
             return stop.value  # type: ignore[no-any-return]
+
+    async def _store_op(self, operation: Awaitable[Any], method: str, args: tuple[Any, ...]) -> Any:
+        """Await one store operation so that a cancelled caller cannot strand shared state.
+
+        The operation runs shielded: once started it completes (a trial outcome is recorded, a
+        transition is applied). A trial permit granted to a caller that was cancelled meanwhile (the
+        chat's stop button) is handed straight back instead of blocking half-open until its lease ends.
+        """
+        task = asyncio.ensure_future(operation)
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if method == "acquire_trial":
+                name, version = args[0], args[1]
+
+                def give_back(done: asyncio.Future[Any]) -> None:
+                    if not done.cancelled() and done.exception() is None and done.result() is not None:
+                        release = asyncio.ensure_future(self._store.finish_trial(name, version, done.result(), None))
+                        self._background.add(release)  # a reference, or the task may be collected mid-way
+                        release.add_done_callback(self._background.discard)
+
+                task.add_done_callback(give_back)
+            raise
 
     # ------------------------------------------------------------------ manual control
 

@@ -226,3 +226,41 @@ def test_many_threads_failing_trip_exactly_once(clock: FakeClock) -> None:
     assert len(events) == 1
     assert breaker.state is CircuitState.OPEN
     assert breaker.metrics()["failures"] == THREADS
+
+
+async def test_cancelled_caller_gives_back_a_permit_granted_while_it_waited(clock: FakeClock) -> None:
+    """A caller cancelled while the store grants its trial permit hands the permit back at once."""
+    gate = asyncio.Event()
+
+    class SlowStore(MemoryStore):
+        """Grants the permit, then takes a while to answer (like a Redis reply still in flight)."""
+
+        async def acquire_trial(self, name: str, version: int, max_calls: int, lease_ms: float, now_ms: float) -> Any:
+            token = self.acquire_trial_sync(name, version, max_calls, lease_ms, now_ms)
+            await gate.wait()
+            return token
+
+    breaker = PersistentCircuitBreaker(
+        "slow", BreakerConfig(failure_threshold=1, reset_timeout_s=1), SlowStore(), clock
+    )
+
+    async def fail() -> None:
+        raise ConnectionError("down")
+
+    async def ok() -> str:
+        return "ok"
+
+    with pytest.raises(ConnectionError):
+        await breaker.call(fail)
+    clock.advance(1)
+    waiting = asyncio.create_task(breaker.call(ok))
+    for _ in range(5):
+        await asyncio.sleep(0)
+    waiting.cancel()
+    gate.set()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert await breaker.call(ok) == "ok"  # the permit came back: this call is the trial, and it closes
+    assert breaker.state is CircuitState.CLOSED
