@@ -112,6 +112,9 @@ class Settings:
         return bool(self.openai_api_key or self.openai_base_url)
 
 
+CHAINLIT_CI_FAKE_KEY = "sk-FAKE-OPENAI-API-KEY"
+
+
 def _get(env: Mapping[str, str], name: str) -> str | None:
     value = env.get(name)
     if value is None or not value.strip():
@@ -168,6 +171,9 @@ def load_settings(environ: Mapping[str, str] = os.environ) -> Settings:
     embeddings_model = _get(environ, "EMBEDDINGS_MODEL")
     openai_base_url = _url(environ, "OPENAI_BASE_URL")
     openai_api_key = _get(environ, "OPENAI_API_KEY")
+    if openai_api_key == CHAINLIT_CI_FAKE_KEY:
+        # `chainlit run` with CI set plants this placeholder; it is not a configured LLM.
+        openai_api_key = None
     return Settings(
         rag_api_url=_url(environ, "RAG_API_URL"),
         rag_api_token=_get(environ, "RAG_API_TOKEN"),

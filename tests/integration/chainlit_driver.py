@@ -37,7 +37,10 @@ def free_port() -> int:
 def chainlit_server(env: Mapping[str, str], *, app: str = "chainlit_app_voice.py", log: Path) -> Iterator[str]:
     """Run ``chainlit run APP --headless`` on a free port; yield its base URL once ``/health`` answers."""
     port = free_port()
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith(("RESILIENCE", "REDIS_", "OPENAI_", "RAG_"))}
+    # Our settings come only from ``env``. And never pass CI through: with CI set, `chainlit run` turns
+    # on its "CI mode", which plants OPENAI_API_KEY=sk-FAKE-... in its environment (chainlit/cli).
+    ours = ("RESILIENCE", "REDIS_", "OPENAI_", "RAG_", "LLM_", "EMBEDDINGS_", "KNOWLEDGE_DIR", "INDEX_PATH")
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith(ours) and k != "CI"}
     full_env.update({"CHAINLIT_APP_ROOT": str(ROOT), **env})
     with open(log, "wb") as out:
         proc = subprocess.Popen(

@@ -50,6 +50,7 @@ async def test_answers_from_the_knowledge_folder_with_citations(default_app: str
     assert "[1]" in text and "Sources" in text
     assert "redis" in text.lower()
     assert "Traceback" not in text
+    assert "Degraded mode" not in text  # nothing is configured, so nothing is missing
 
 
 async def test_follow_up_question_uses_history(default_app: str) -> None:

@@ -80,3 +80,10 @@ def test_secrets_hidden_from_repr() -> None:
     """The API key and the RAG token never appear in repr()."""
     text = repr(load_settings({"OPENAI_API_KEY": "sk-very-secret", "RAG_API_TOKEN": "tok-secret"}))
     assert "sk-very-secret" not in text and "tok-secret" not in text
+
+
+def test_chainlit_ci_placeholder_key_is_not_an_llm() -> None:
+    """The fake key `chainlit run` plants when CI is set does not switch generation on."""
+    settings = load_settings({"OPENAI_API_KEY": "sk-FAKE-OPENAI-API-KEY"})
+    assert settings.openai_api_key is None
+    assert not settings.llm_enabled
