@@ -72,14 +72,15 @@ class BreakerConfig:
         minimum_calls: calls the window must hold before a rate can open the breaker.
         reset_timeout_s: how long the first opening lasts before trials are allowed.
         reset_backoff: factor (>= 1) applied to the open duration for each further trip in a row.
-        max_reset_timeout_s: cap of the growing open duration.
+        max_reset_timeout_s: cap of the growing open duration (left at its default, it follows a
+            larger ``reset_timeout_s``).
         half_open_max_calls: concurrent trial calls allowed in half-open (fleet-wide with Redis).
         success_threshold: successful trials needed to close.
         trial_lease_s: a trial permit not returned within this time is freed (its process died).
         call_timeout_s: per-call deadline for async calls (per item for streams); counts as failure.
         include: exception types that count as failures (default: every ``Exception``).
         exclude: exception types that never count (business errors); checked before ``include``.
-        is_failure: optional predicate with the final word on whether an exception counts.
+        is_failure: optional predicate, asked last about exceptions that passed include/exclude.
     """
 
     failure_threshold: int | None = DEFAULT_FAILURE_THRESHOLD

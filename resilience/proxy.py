@@ -8,7 +8,8 @@ proxy's name (looked up once per registry, then cached).
 
 The wrapper keeps the wrapped function's kind (async function, sync function, async generator,
 generator) and, through ``functools.wraps``, its name, docstring and signature, which Chainlit reads
-to call handlers by keyword and to decide whether to await them.
+to call handlers by keyword and to decide whether to await them. Protected generators pass values
+sent in (``send``) through; ``throw``/``athrow`` into a protected generator close it instead.
 """
 
 from __future__ import annotations
