@@ -13,12 +13,16 @@ What is shared, and what is not
 
 Freshness (staleness bound)
     Every applied change is PUBLISHed by the same Lua script that writes it, tagged with the writer's
-    instance id; a background thread (own connection) delivers snapshots of *other* instances to the
-    attached breakers, typically within a millisecond. As a safety net the thread re-reads the state
-    of every attached breaker each ``refresh_interval_s`` (default 1 s). While Redis is reachable a
-    local view is therefore at most ``refresh_interval_s`` + ``socket_timeout_s`` stale even if a
-    message were lost. A breaker also never trusts a stale view for a decision that matters: a stale
-    transition loses the compare-and-set and adopts the winner.
+    instance id; a subscriber thread (own connection, blocking reads) delivers snapshots of *other*
+    instances to the attached breakers, typically within a millisecond (about one 5 ms GIL switch
+    interval when the receiving process is CPU-bound in Python). Pub/sub over one TCP connection
+    loses nothing while the connection lives, and a dropped connection triggers a full reconcile;
+    as a further safety net a ticker thread re-reads the state of every attached breaker each
+    ``refresh_interval_s`` (default 5 s). While Redis is reachable a local view is therefore at most
+    ``refresh_interval_s`` + ``socket_timeout_s`` stale even if a message were lost. The ticker wakes
+    only when that re-read or a count flush is due (or a call path saw Redis fail): every wake-up
+    competes for the GIL with the subscriber. A breaker also never trusts a stale view for a
+    decision that matters: a stale transition loses the compare-and-set and adopts the winner.
 
 Atomic decisions (Lua, text defined once, registered once per client)
     - transition: applied iff the stored version is <= the caller's expected version (an absent key
@@ -83,7 +87,6 @@ import socket
 import threading
 import time
 import uuid
-import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any, Final
@@ -104,12 +107,12 @@ __all__ = ["RedisStore"]
 logger = logging.getLogger("resilience")
 
 DEFAULT_SOCKET_TIMEOUT_S: Final = 0.25
-DEFAULT_REFRESH_INTERVAL_S: Final = 1.0
-DEFAULT_FLUSH_INTERVAL_S: Final = 1.0
+DEFAULT_REFRESH_INTERVAL_S: Final = 5.0
+DEFAULT_FLUSH_INTERVAL_S: Final = 5.0
 DEFAULT_TTL_S: Final = 86_400.0
 DEFAULT_MIN_BACKOFF_S: Final = 0.05
 DEFAULT_MAX_BACKOFF_S: Final = 1.0
-_TICK_S: Final = 0.05  # how often the ticker thread looks at its flags
+_TICK_S: Final = 0.05  # how often the ticker looks while the subscriber is reconnecting
 
 # Restrictiveness used by the reconcile rule: the more restrictive state wins.
 _RANK: Final = {
@@ -231,15 +234,57 @@ class _Tracked:
     flushed: tuple[int, int, int] = (0, 0, 0)
 
 
-@dataclass(slots=True)
-class _AsyncSide:
-    """The redis.asyncio client and scripts of one event loop."""
+class _RespReader:
+    """Incremental parser of the pub/sub frames of RESP2 (arrays) and RESP3 (pushes).
 
-    client: aioredis.Redis
-    cas: Any
-    reconcile: Any
-    acquire: Any
-    finish: Any
+    ``feed`` yields ``(kind, payload)`` for every complete ``[kind, channel, payload]`` frame, e.g.
+    ``(b"message", data)`` or ``(b"subscribe", b"1")``; incomplete frames wait for more bytes.
+    """
+
+    __slots__ = ("buf",)
+
+    def __init__(self) -> None:
+        self.buf = bytearray()
+
+    def feed(self, data: bytes) -> list[tuple[bytes, bytes]]:
+        self.buf += data
+        frames: list[tuple[bytes, bytes]] = []
+        while self.buf:
+            parsed = self._parse(0)
+            if parsed is None:
+                break
+            item, end = parsed
+            del self.buf[:end]
+            if isinstance(item, list) and len(item) == 3:
+                kind, payload = item[0], item[2]
+                frames.append((bytes(kind), payload if isinstance(payload, bytes) else str(payload).encode()))
+        return frames
+
+    def _parse(self, pos: int) -> tuple[Any, int] | None:
+        buf = self.buf
+        end = buf.find(b"\r\n", pos)
+        if end < 0:
+            return None
+        kind, line, pos = bytes(buf[pos : pos + 1]), bytes(buf[pos + 1 : end]), end + 2
+        if kind in (b"*", b">"):
+            items = []
+            for _ in range(int(line)):
+                parsed = self._parse(pos)
+                if parsed is None:
+                    return None
+                item, pos = parsed
+                items.append(item)
+            return items, pos
+        if kind == b"$":
+            size = int(line)
+            if size < 0:
+                return None, pos
+            if len(buf) < pos + size + 2:
+                return None
+            return bytes(buf[pos : pos + size]), pos + size + 2
+        if kind == b"-":
+            raise redis.ResponseError(line.decode(errors="replace"))
+        return line, pos  # ':' integer, '+' simple string: kept as bytes
 
 
 class RedisStore:
@@ -303,12 +348,11 @@ class RedisStore:
             health_check_interval=0,
             **({} if url.startswith("unix:") else {"socket_keepalive": True}),  # TCP only
         )
-        self._pubsub: Any = None
+        self._sub_sock: socket.socket | None = None
         self._cas = self._client.register_script(_CAS_LUA)
         self._reconcile = self._client.register_script(_RECONCILE_LUA)
         self._acquire = self._client.register_script(_ACQUIRE_LUA)
         self._finish = self._client.register_script(_FINISH_LUA)
-        self._async: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _AsyncSide] = weakref.WeakKeyDictionary()
 
         self._lock = threading.Lock()
         self._known: dict[str, Snapshot] = {}  # newest snapshot seen per name, in local time
@@ -544,8 +588,9 @@ class RedisStore:
         """Async twin of :meth:`transition_sync` (redis.asyncio)."""
         if self._up:
             try:
-                side = self._async_side()
-                result = await side.cas(keys=[self._key(name)], args=self._cas_args(name, expected_version, new))
+                result = await self._eval_async(
+                    _CAS_LUA, [self._key(name)], self._cas_args(name, expected_version, new)
+                )
                 return self._cas_result(name, new, result)
             except Exception as exc:
                 self._mark_down(exc)
@@ -571,9 +616,8 @@ class RedisStore:
         """Async twin of :meth:`acquire_trial_sync`."""
         if self._up:
             try:
-                side = self._async_side()
-                token = await side.acquire(
-                    keys=[self._key(name) + ":trials"], args=[version, max_calls, lease_ms, self._ttl_ms]
+                token = await self._eval_async(
+                    _ACQUIRE_LUA, [self._key(name) + ":trials"], [version, max_calls, lease_ms, self._ttl_ms]
                 )
                 return int(token) or None
             except Exception as exc:
@@ -603,9 +647,8 @@ class RedisStore:
             return self._fallback.finish_trial_sync(name, version, -token, success)
         if self._up:
             try:
-                side = self._async_side()
-                result = await side.finish(
-                    keys=[self._key(name) + ":trials"], args=[version, token, _OUTCOME_ARG[success]]
+                result = await self._eval_async(
+                    _FINISH_LUA, [self._key(name) + ":trials"], [version, token, _OUTCOME_ARG[success]]
                 )
                 return int(result)
             except Exception as exc:
@@ -625,76 +668,94 @@ class RedisStore:
             return {}
         return {str(field): int(value) for field, value in raw.items()}
 
-    # ------------------------------------------------------------------ async client per event loop
+    # ------------------------------------------------------------------ async path
 
-    def _async_side(self) -> _AsyncSide:
-        loop = asyncio.get_running_loop()
-        side = self._async.get(loop)
-        if side is None:
-            client = aioredis.Redis.from_url(self.url, retry=AsyncRetry(NoBackoff(), 0), **self._client_kwargs)
-            side = _AsyncSide(
-                client,
-                client.register_script(_CAS_LUA),
-                client.register_script(_RECONCILE_LUA),
-                client.register_script(_ACQUIRE_LUA),
-                client.register_script(_FINISH_LUA),
-            )
-            self._async[loop] = side
-        return side
+    async def _eval_async(self, lua: str, keys: list[str], args: list[Any]) -> Any:
+        """Run one script over a redis.asyncio connection of its own, closed right after.
+
+        Only state changes come here (trips, trial permits), so a connection per operation costs
+        nothing that matters; a client kept per event loop would instead pin every loop a library
+        user ever ran, since its connections reference their loop.
+        """
+        client = aioredis.Redis.from_url(self.url, retry=AsyncRetry(NoBackoff(), 0), **self._client_kwargs)
+        try:
+            return await client.register_script(lua)(keys=keys, args=args)
+        finally:
+            await client.aclose()
 
     # ------------------------------------------------------------------ background thread
 
     def _run(self) -> None:
-        """Subscriber thread: (re)subscribe, reconcile, then block on messages; back off while down."""
+        """Subscriber thread: (re)subscribe, reconcile, then block on messages; back off while down.
+
+        redis-py opens the connection (TLS, AUTH, unix sockets), but the messages are read from its
+        socket here, one ``recv`` and a small RESP parse per message: redis-py's reader can take a
+        second GIL hand-off per message, which doubles delivery time in a CPU-bound process.
+        """
         backoff = self._min_backoff_s
         while not self._stop.is_set():
-            pubsub = None
+            connection: Any = None  # redis-py's connection classes are untyped
             try:
-                pubsub = self._sub_client.pubsub(ignore_subscribe_messages=True)
-                pubsub.subscribe(self._channel)
-                self._pubsub = pubsub
-                self._connected()
-                backoff = self._min_backoff_s
+                connection = self._sub_client.connection_pool.make_connection()
+                connection.connect()
+                connection.send_command("SUBSCRIBE", self._channel)
+                sock = connection._sock
+                self._sub_sock = sock
+                reader = _RespReader()
                 while not self._stop.is_set():
-                    message = pubsub.get_message(timeout=None)  # type: ignore[arg-type]  # None blocks (documented)
-                    if message is not None:
-                        self._on_message(message)
+                    data = sock.recv(65536)  # blocking: the GIL is released while nothing arrives
+                    if not data:
+                        raise ConnectionError("subscriber connection closed by the server")
+                    for kind, payload in reader.feed(data):
+                        if kind == b"message":
+                            self._on_message({"type": "message", "data": payload.decode()})
+                        elif kind == b"subscribe":
+                            self._connected()  # subscribed: nothing published from now on is missed
+                            backoff = self._min_backoff_s
             except Exception as exc:
                 if not self._stop.is_set():
                     self._mark_down(exc)
             finally:
-                self._pubsub = None
-                if pubsub is not None:
+                self._sub_sock = None
+                if connection is not None:
                     with contextlib.suppress(Exception):
-                        pubsub.close()
+                        connection.disconnect()
             if self._stop.wait(backoff):
                 break
             backoff = min(backoff * 2, self._max_backoff_s)
 
     def _wake_subscriber(self) -> None:
         """Break the subscriber's blocking read (shutdown or a suspected dead connection)."""
-        pubsub = self._pubsub
-        connection = getattr(pubsub, "connection", None)
-        sock = getattr(connection, "_sock", None)
+        sock = self._sub_sock
         if sock is not None:
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
 
     def _tick(self) -> None:
-        """Ticker thread: re-check after a failed call, bounded-staleness refresh, batched count flush."""
+        """Ticker thread: re-check after a failed call, bounded-staleness refresh, batched count flush.
+
+        It sleeps until the next refresh or flush is due, or until a call path reports a Redis
+        failure: waking more often would make it compete for the GIL with the subscriber, which is
+        what delivers trips from other instances (each extra contender can cost a 5 ms switch).
+        """
         mono = time.monotonic
         next_refresh = mono() + self._refresh_s
         next_flush = mono() + self._flush_s
-        while not self._stop.wait(_TICK_S):
-            if not self._up and not self._recheck.is_set():
-                continue
+        while not self._stop.is_set():
+            woken = self._recheck.wait(max(0.0, min(next_refresh, next_flush) - mono()))
+            if self._stop.is_set():
+                break
             try:
-                if self._recheck.is_set():
-                    if self._pubsub is None:
-                        continue  # the subscriber is reconnecting (with backoff) and reconciles itself
+                if woken:
+                    if self._sub_sock is None:
+                        # The subscriber is reconnecting (with backoff) and reconciles itself.
+                        self._stop.wait(_TICK_S)
+                        continue
                     # A call path saw Redis fail: prove the connection works again before going up.
                     self._client.ping()
                     self._connected()
+                if not self._up:
+                    continue
                 now = mono()
                 if now >= next_refresh:
                     next_refresh = now + self._refresh_s
@@ -815,6 +876,7 @@ class RedisStore:
 
     def _stop_thread(self) -> None:
         self._stop.set()
+        self._recheck.set()  # wakes the ticker
         self._wake_subscriber()
         for thread in (self._ticker, self._thread):
             if thread.is_alive() and thread is not threading.current_thread():
@@ -832,10 +894,7 @@ class RedisStore:
         self._sub_client.close()
 
     async def aclose(self) -> None:
-        """Async twin of :meth:`close`; also closes this event loop's redis.asyncio client."""
+        """Async twin of :meth:`close` (the async path keeps no connection open)."""
         if self._closed:
             return
         await asyncio.to_thread(self.close)
-        side = self._async.pop(asyncio.get_running_loop(), None)
-        if side is not None:
-            await side.client.aclose()

@@ -27,7 +27,7 @@ def test_stale_view_after_reconnect_does_not_undo_fleet_reset(
     wait_until(lambda: b.state is CircuitState.FORCED_OPEN, what="B to see forced_open")
 
     # B's subscriber connection drops; meanwhile an operator resets the breaker through A.
-    port = store_b._pubsub.connection._sock.getsockname()[1]
+    port = store_b._sub_sock.getsockname()[1]
     raw = redis.Redis.from_url(redis_server.url)
     assert raw.client_kill_filter(_type=None, addr=f"127.0.0.1:{port}") == 1
     a.reset_sync()
@@ -48,7 +48,7 @@ def test_local_change_during_outage_still_wins_on_reconnect(
     store_b = make_store(redis_server.url, min_backoff_s=0.3, refresh_interval_s=60.0)
     a = PersistentCircuitBreaker("svc", cfg, store_a)
     b = PersistentCircuitBreaker("svc", cfg, store_b)
-    port = store_b._pubsub.connection._sock.getsockname()[1]
+    port = store_b._sub_sock.getsockname()[1]
     raw = redis.Redis.from_url(redis_server.url)
     raw.client_kill_filter(_type=None, addr=f"127.0.0.1:{port}")
     wait_until(lambda: not store_b.connected, what="B to notice the lost connection")
@@ -61,3 +61,36 @@ def test_local_change_during_outage_still_wins_on_reconnect(
     assert b.state is CircuitState.OPEN
     wait_until(lambda: store_b.connected, what="B to reconnect and reconcile")
     wait_until(lambda: a.state is CircuitState.OPEN, what="A to adopt B's trip")
+
+
+def test_async_path_keeps_no_connection_per_event_loop(redis_server: RedisServer, make_store: StoreFactory) -> None:
+    """Trips through the async path from many short-lived event loops leave no socket or loop behind."""
+    import asyncio
+    import gc
+    import os
+
+    from resilience.testing import FakeClock
+
+    clock = FakeClock()
+    store = make_store(redis_server.url, clock)
+    assert store.wait_connected()
+
+    async def trip_and_reset(i: int) -> None:
+        breaker = PersistentCircuitBreaker(f"loop{i}", BreakerConfig(failure_threshold=1), store, clock)
+
+        async def fail() -> None:
+            raise ConnectionError("down")
+
+        with pytest.raises(ConnectionError):
+            await breaker.call(fail)
+        assert breaker.state is CircuitState.OPEN
+        await breaker.reset()
+        breaker.detach()
+
+    asyncio.run(trip_and_reset(0))  # warm-up: the sync client's pool may open its connections
+    gc.collect()
+    before = len(os.listdir("/proc/self/fd"))
+    for i in range(1, 21):
+        asyncio.run(trip_and_reset(i))
+    gc.collect()
+    assert len(os.listdir("/proc/self/fd")) <= before + 2
