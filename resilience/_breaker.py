@@ -80,6 +80,13 @@ class _Pass:
 _PASS: Final = _Pass()
 
 
+class _AskStore:
+    """Permission marker: the local view cannot decide (open period over, or half-open)."""
+
+
+_ASK_STORE: Final = _AskStore()
+
+
 @dataclass(frozen=True, slots=True)
 class BreakerEvent:
     """Something a listener may want to know about.
@@ -339,18 +346,8 @@ class PersistentCircuitBreaker:
         return result
 
     def _acquire_sync(self) -> _Trial | _Pass | None:
-        state = self._state
-        if state is CLOSED:
-            return None
-        if state is DISABLED:
-            return _PASS
-        if state is OPEN:
-            now = self._mono()
-            if now < self._open_until:
-                raise self._reject(now)
-        elif state is FORCED_OPEN:
-            raise self._reject(None)
-        return self._drive_sync(self._acquire_steps())
+        permit = self._local_permit()
+        return self._drive_sync(self._acquire_steps()) if isinstance(permit, _AskStore) else permit
 
     def _drive_sync(self, steps: _Steps[T]) -> T:
         store = self._store
@@ -453,18 +450,8 @@ class PersistentCircuitBreaker:
             raise
 
     async def _acquire(self) -> _Trial | _Pass | None:
-        state = self._state
-        if state is CLOSED:
-            return None
-        if state is DISABLED:
-            return _PASS
-        if state is OPEN:
-            now = self._mono()
-            if now < self._open_until:
-                raise self._reject(now)
-        elif state is FORCED_OPEN:
-            raise self._reject(None)
-        return await self._drive(self._acquire_steps())
+        permit = self._local_permit()
+        return await self._drive(self._acquire_steps()) if isinstance(permit, _AskStore) else permit
 
     async def _drive(self, steps: _Steps[T]) -> T:
         store = self._store
@@ -563,6 +550,21 @@ class PersistentCircuitBreaker:
         if self._reject_listeners:
             self._emit(BreakerEvent("rejected", self.name, self._state, retry_after_s=retry_after))
         return error
+
+    def _local_permit(self) -> _Pass | _AskStore | None:
+        """Permission from the local view alone: None (closed), pass-through, a rejection, or ask the store."""
+        state = self._state
+        if state is CLOSED:
+            return None
+        if state is DISABLED:
+            return _PASS
+        if state is OPEN:
+            now = self._mono()
+            if now < self._open_until:
+                raise self._reject(now)
+        elif state is FORCED_OPEN:
+            raise self._reject(None)
+        return _ASK_STORE
 
     def _acquire_steps(self) -> _Steps[_Trial | _Pass | None]:
         """Permission outside CLOSED: move OPEN -> HALF_OPEN when due, then take a trial permit."""
