@@ -103,3 +103,11 @@ class Harness:
 def harness(request: pytest.FixtureRequest, clock: FakeClock) -> Harness:
     """Each core-rule test runs through the breaker's two shells and the proxy's two wrappers."""
     return Harness(request.param, clock)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Everything under tests/integration/ carries the ``integration`` marker (``-m 'not integration'``)."""
+    integration_dir = ROOT / "tests" / "integration"
+    for item in items:
+        if integration_dir in item.path.parents:
+            item.add_marker(pytest.mark.integration)
