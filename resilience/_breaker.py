@@ -467,23 +467,27 @@ class PersistentCircuitBreaker:
         """Await one store operation so that a cancelled caller cannot strand shared state.
 
         The operation runs shielded: once started it completes (a trial outcome is recorded, a
-        transition is applied). A trial permit granted to a caller that was cancelled meanwhile (the
+        transition is applied and adopted here too, or this breaker would keep a view the store
+        already superseded). A trial permit granted to a caller that was cancelled meanwhile (the
         chat's stop button) is handed straight back instead of blocking half-open until its lease ends.
         """
         task = asyncio.ensure_future(operation)
         try:
             return await asyncio.shield(task)
         except asyncio.CancelledError:
-            if method == "acquire_trial":
-                name, version = args[0], args[1]
 
-                def give_back(done: asyncio.Future[Any]) -> None:
-                    if not done.cancelled() and done.exception() is None and done.result() is not None:
-                        release = asyncio.ensure_future(self._store.finish_trial(name, version, done.result(), None))
-                        self._background.add(release)  # a reference, or the task may be collected mid-way
-                        release.add_done_callback(self._background.discard)
+            def settle(done: asyncio.Future[Any]) -> None:
+                if done.cancelled() or done.exception() is not None:  # retrieved: no "never retrieved" warning
+                    return
+                result = done.result()
+                if method == "transition":
+                    self._adopt(result)
+                elif method == "acquire_trial" and result is not None:
+                    release = asyncio.ensure_future(self._store.finish_trial(args[0], args[1], result, None))
+                    self._background.add(release)  # a reference, or the task may be collected mid-way
+                    release.add_done_callback(self._background.discard)
 
-                task.add_done_callback(give_back)
+            task.add_done_callback(settle)
             raise
 
     # ------------------------------------------------------------------ manual control

@@ -338,12 +338,13 @@ class RedisStore:
         self._client = redis.Redis.from_url(url, retry=Retry(NoBackoff(), 0), **self._client_kwargs)
         # The subscriber reads with a blocking socket (no timeout): one GIL hand-off per message
         # instead of two (poll, then recv) when the app's threads keep the interpreter busy. A dead
-        # peer is noticed by TCP (keepalive, reset) or by the ticker's commands failing.
+        # peer is noticed by TCP (keepalive, reset) or by the ticker's commands failing. The timeout
+        # holds for the handshake (HELLO, AUTH, SELECT) only, where no socket is there to wake yet.
         self._sub_client = redis.Redis.from_url(
             url,
             retry=Retry(NoBackoff(), 0),
             decode_responses=True,
-            socket_timeout=None,
+            socket_timeout=socket_timeout_s,
             socket_connect_timeout=socket_timeout_s,
             health_check_interval=0,
             **({} if url.startswith("unix:") else {"socket_keepalive": True}),  # TCP only
@@ -700,6 +701,7 @@ class RedisStore:
                 connection.connect()
                 connection.send_command("SUBSCRIBE", self._channel)
                 sock = connection._sock
+                sock.settimeout(None)  # handshake done: block until a message arrives
                 self._sub_sock = sock
                 reader = _RespReader()
                 while not self._stop.is_set():
@@ -708,7 +710,7 @@ class RedisStore:
                         raise ConnectionError("subscriber connection closed by the server")
                     for kind, payload in reader.feed(data):
                         if kind == b"message":
-                            self._on_message({"type": "message", "data": payload.decode()})
+                            self._on_message({"type": "message", "data": payload.decode(errors="replace")})
                         elif kind == b"subscribe":
                             self._connected()  # subscribed: nothing published from now on is missed
                             backoff = self._min_backoff_s
@@ -755,6 +757,9 @@ class RedisStore:
                     self._client.ping()
                     self._connected()
                 if not self._up:
+                    # Due while down with nothing reported (say, the subscriber still waits for its
+                    # confirmation): check like a failed call would, instead of spinning on a past deadline.
+                    self._recheck.set()
                     continue
                 now = mono()
                 if now >= next_refresh:

@@ -133,7 +133,10 @@ _declared: set[str] = set()
 
 
 def _warm(registry: CircuitBreakerRegistry) -> None:
-    for name in sorted(_declared | set(registry.config.breakers)):
+    declared = set(_declared)
+    # Configured names are lower-cased: [breakers.RagAPI] configures the proxy "RagAPI", not a second breaker.
+    folded = {name.lower() for name in declared}
+    for name in sorted(declared | {name for name in registry.config.breakers if name not in folded}):
         registry.get(name)
 
 
@@ -205,7 +208,11 @@ async def init_registry(
     here (in a worker thread), so their store's first read never runs inside a user's call.
     """
     registry = _build(config, config_path, environ, store, clock, redis_url)
-    await asyncio.to_thread(_warm, registry)
+    try:
+        await asyncio.to_thread(_warm, registry)
+    except BaseException:  # cancelled at start-up: nobody else holds the store's threads and sockets
+        registry.close()
+        raise
     previous = _install(registry)
     if previous is not None and previous is not registry:
         await previous.aclose()

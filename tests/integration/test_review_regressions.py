@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
 import pytest
 import redis
 
 from resilience import BreakerConfig, CircuitState
 from resilience._breaker import PersistentCircuitBreaker
+from resilience._redis_store import RedisStore
 
 from .conftest import RedisServer, StoreFactory, wait_until
 
@@ -94,3 +103,93 @@ def test_async_path_keeps_no_connection_per_event_loop(redis_server: RedisServer
         asyncio.run(trip_and_reset(i))
     gc.collect()
     assert len(os.listdir("/proc/self/fd")) <= before + 2
+
+
+def test_hung_redis_at_start_neither_blocks_close_nor_leaks_the_subscriber(tmp_path: Path) -> None:
+    """A Redis that accepts TCP but answers nothing (stopped, hung) used to pin the subscriber in the
+    handshake with no timeout: close() waited 2 s and left the thread and its socket behind."""
+    server = RedisServer(tmp_path)
+    server.start()
+    assert server.proc is not None
+    os.kill(server.proc.pid, signal.SIGSTOP)
+    try:
+        store = RedisStore(server.url, prefix="hung", min_backoff_s=0.02, max_backoff_s=0.1)
+        wait_until(lambda: store.health().extra["outages"] >= 1, what="the handshake to time out")
+        started = time.monotonic()
+        store.close()
+        assert time.monotonic() - started < 1.0
+        assert not store._thread.is_alive()
+        assert not store._ticker.is_alive()
+    finally:
+        os.kill(server.proc.pid, signal.SIGCONT)
+        server.stop()
+
+
+class _CountingEvent(threading.Event):
+    def __init__(self) -> None:
+        super().__init__()
+        self.waits = 0
+
+    def wait(self, timeout: float | None = None) -> bool:
+        self.waits += 1
+        return super().wait(timeout)
+
+
+def test_ticker_does_not_spin_while_the_store_is_not_up_yet(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A refresh due before the store ever came up (subscriber still waiting for its confirmation) used
+    to make the ticker wait on a deadline in the past forever: a busy loop holding the GIL."""
+    monkeypatch.setattr(RedisStore, "_run", lambda self: self._stop.wait())  # a subscriber that never confirms
+    store = RedisStore("redis://127.0.0.1:1/0", prefix="spin", refresh_interval_s=0.05, flush_interval_s=0.05)
+    try:
+        counter = _CountingEvent()
+        store._recheck = counter
+        time.sleep(0.5)
+        assert counter.waits < 100, f"ticker woke {counter.waits} times in 0.5 s"
+    finally:
+        store.close()
+
+
+async def test_cancelled_manual_override_is_adopted_by_its_own_breaker(
+    redis_server: RedisServer, make_store: StoreFactory
+) -> None:
+    """force_open() cancelled while its (shielded) transition runs: Redis and every other instance went
+    forced-open, but the instance that asked kept a closed view forever (its own message is ignored
+    and a refresh sees nothing newer than what the store already remembered)."""
+    store_a = make_store(redis_server.url, refresh_interval_s=0.05)
+    store_b = make_store(redis_server.url)
+    a = PersistentCircuitBreaker("svc", BreakerConfig(), store_a)
+    b = PersistentCircuitBreaker("svc", BreakerConfig(), store_b)
+    transition = store_a.transition
+    started = asyncio.Event()
+
+    async def slow_transition(*args: Any) -> Any:
+        started.set()
+        await asyncio.sleep(0.05)
+        return await transition(*args)
+
+    store_a.transition = slow_transition  # type: ignore[method-assign]
+    task = asyncio.create_task(a.force_open())
+    await started.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await asyncio.sleep(0.3)  # the shielded operation finishes; several refreshes pass
+    assert b.state is CircuitState.FORCED_OPEN
+    assert a.state is CircuitState.FORCED_OPEN
+
+
+async def test_cancelled_init_registry_leaves_no_store_threads(redis_server: RedisServer) -> None:
+    """init_registry cancelled during its warm-up used to drop a running RedisStore (two threads, sockets)."""
+    import resilience
+
+    def store_threads() -> list[str]:
+        return [t.name for t in threading.enumerate() if t.name.startswith("resilience-redis-")]
+
+    before = store_threads()
+    task = asyncio.create_task(resilience.init_registry(environ={}, redis_url=redis_server.url))
+    await asyncio.sleep(0)  # inside the warm-up's worker-thread await
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert resilience.get_registry() is None
+    wait_until(lambda: store_threads() == before, what="the abandoned store's threads to stop")

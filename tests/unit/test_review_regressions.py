@@ -157,3 +157,15 @@ async def test_forced_open_llm_falls_back_to_extractive() -> None:
         await client.close()
     final = events[-1]
     assert isinstance(final, Generation) and final.mode == "extractive"
+
+
+def test_warm_up_builds_no_second_breaker_for_a_mixed_case_proxy_name() -> None:
+    """Config names are lower-cased, so warm-up used to build a phantom 'ragapi' beside the proxy's 'RagAPI'."""
+    proxy = resilience.CircuitBreakerProxy("RagAPI")
+    try:
+        registry = resilience.init_registry_sync(environ={"RESILIENCE__RAGAPI__FAILURE_THRESHOLD": "2"})
+        assert "RagAPI" in registry.names()
+        assert "ragapi" not in registry.names()
+        assert proxy.breaker is not None and proxy.breaker.config.failure_threshold == 2
+    finally:
+        resilience._registry._declared.discard("RagAPI")  # declared names are process-wide
