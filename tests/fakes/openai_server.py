@@ -101,6 +101,16 @@ class FakeOpenAI:
         # Set from the test's thread on exit, so a threading.Event waited on in a worker thread.
         await asyncio.to_thread(self._released.wait)
 
+    async def _fail(self, fault: Fault | None) -> Response | None:
+        """The response of a hang or status fault (after the hang is released); None to answer normally."""
+        if fault is not None and fault.hang:
+            await self._hang()
+            return Response(status_code=503)
+        if fault is not None and fault.status is not None:
+            error = {"message": f"injected fault {fault.status}", "type": "server_error", "code": None}
+            return JSONResponse({"error": error}, status_code=fault.status)
+        return None
+
     def _app(self) -> FastAPI:
         app = FastAPI()
 
@@ -108,12 +118,9 @@ class FakeOpenAI:
         async def completions(request: Request) -> Response:
             body = await request.json()
             fault = self._next_fault(body)
-            if fault is not None and fault.hang:
-                await self._hang()
-                return Response(status_code=503)
-            if fault is not None and fault.status is not None:
-                error = {"message": f"injected fault {fault.status}", "type": "server_error", "code": None}
-                return JSONResponse({"error": error}, status_code=fault.status)
+            failed = await self._fail(fault)
+            if failed is not None:
+                return failed
             pieces = self.reply(body) if callable(self.reply) else list(self.reply)
             model = str(body.get("model", "fake"))
             if not body.get("stream"):
@@ -138,12 +145,9 @@ class FakeOpenAI:
         async def embeddings(request: Request) -> Response:
             body = await request.json()
             fault = self._next_fault(body)
-            if fault is not None and fault.hang:
-                await self._hang()
-                return Response(status_code=503)
-            if fault is not None and fault.status is not None:
-                error = {"message": f"injected fault {fault.status}", "type": "server_error", "code": None}
-                return JSONResponse({"error": error}, status_code=fault.status)
+            failed = await self._fail(fault)
+            if failed is not None:
+                return failed
             if fault is not None and fault.delay_s:
                 await asyncio.sleep(fault.delay_s)
             texts = body["input"] if isinstance(body["input"], list) else [body["input"]]
