@@ -58,7 +58,6 @@ class CircuitBreakerRegistry:
         self._lock = threading.Lock()
         self._breakers: dict[str, PersistentCircuitBreaker] = {}
         self._listeners: list[tuple[Listener, frozenset[str]]] = []
-        self._closed = False
 
     def get(self, name: str) -> PersistentCircuitBreaker:
         """The breaker called ``name``, created on first use (unknown names get the defaults, logged once)."""
@@ -108,7 +107,6 @@ class CircuitBreakerRegistry:
 
     def _detach_all(self) -> None:
         with self._lock:
-            self._closed = True
             breakers = list(self._breakers.values())
         for breaker in breakers:
             breaker.detach()
