@@ -302,6 +302,24 @@ def build(loop: asyncio.AbstractEventLoop) -> Setup:
     def always_ok() -> str | None:
         return None
 
+    def add_decorator_peer(
+        label: str, make: Callable[[str], Any], state_of: Callable[[Any], object], err: type[BaseException]
+    ) -> None:
+        """A peer whose breaker object decorates sync and async functions: trip, check, add four cells."""
+        closed = make("bench_closed")
+        failing = Failing()
+        fail_sync, fail_async = make("bench_open_sync")(failing.sync), make("bench_open_async")(failing.async_)
+        _trip_sync(fail_sync)
+        loop.run_until_complete(_trip_async(fail_async))
+        _expect_reject_sync(label, fail_sync, err, failing)
+        _expect_reject_async(loop, label, fail_async, err, failing)
+        ok = _state_is(lambda: state_of(closed), "closed")
+        still = _still_open(failing, failing.calls)
+        add(label, "sync_closed", loop_sync(closed(work)), ok)
+        add(label, "async_closed", loop_async(loop, closed(awork)), ok)
+        add(label, "sync_open", loop_sync_reject(fail_sync, err), still)
+        add(label, "async_open", loop_async_reject(loop, fail_async, err), still)
+
     # -- undecorated
     add(UNDECORATED, "sync_closed", loop_sync(work), always_ok)
     add(UNDECORATED, "async_closed", loop_async(loop, awork), always_ok)
@@ -376,22 +394,7 @@ def build(loop: asyncio.AbstractEventLoop) -> Setup:
         def make_cb(name: str) -> Any:
             return cb_mod.CircuitBreaker(failure_threshold=FAILURE_THRESHOLD, recovery_timeout=RESET_S, name=name)
 
-        cb_closed = make_cb("bench_closed")
-        cb_sync, cb_async = cb_closed(work), cb_closed(awork)
-        cb_open_sync, cb_open_async = make_cb("bench_open_sync"), make_cb("bench_open_async")
-        failing_cb = Failing()
-        cb_fail_sync, cb_fail_async = cb_open_sync(failing_cb.sync), cb_open_async(failing_cb.async_)
-        _trip_sync(cb_fail_sync)
-        loop.run_until_complete(_trip_async(cb_fail_async))
-        err = cb_mod.CircuitBreakerError
-        _expect_reject_sync("circuitbreaker", cb_fail_sync, err, failing_cb)
-        _expect_reject_async(loop, "circuitbreaker", cb_fail_async, err, failing_cb)
-        ok = _state_is(lambda: cb_closed.state, "closed")
-        still = _still_open(failing_cb, failing_cb.calls)
-        add("circuitbreaker", "sync_closed", loop_sync(cb_sync), ok)
-        add("circuitbreaker", "async_closed", loop_async(loop, cb_async), ok)
-        add("circuitbreaker", "sync_open", loop_sync_reject(cb_fail_sync, err), still)
-        add("circuitbreaker", "async_open", loop_async_reject(loop, cb_fail_async, err), still)
+        add_decorator_peer("circuitbreaker", make_cb, lambda b: b.state, cb_mod.CircuitBreakerError)
 
     # -- purgatory: in-memory unit of work; every call looks the breaker up and builds a context object
     version = _version("purgatory")
@@ -462,22 +465,7 @@ def build(loop: asyncio.AbstractEventLoop) -> Setup:
                 fail_max=FAILURE_THRESHOLD, timeout_duration=timedelta(seconds=RESET_S), name=name
             )
 
-        ai_closed = make_ai("bench_closed")
-        ai_sync, ai_async = ai_closed(work), ai_closed(awork)
-        ai_open_sync, ai_open_async = make_ai("bench_open_sync"), make_ai("bench_open_async")
-        failing_ai = Failing()
-        ai_fail_sync, ai_fail_async = ai_open_sync(failing_ai.sync), ai_open_async(failing_ai.async_)
-        _trip_sync(ai_fail_sync)
-        loop.run_until_complete(_trip_async(ai_fail_async))
-        err = aiobreaker.CircuitBreakerError
-        _expect_reject_sync("aiobreaker", ai_fail_sync, err, failing_ai)
-        _expect_reject_async(loop, "aiobreaker", ai_fail_async, err, failing_ai)
-        ok = _state_is(lambda: ai_closed.current_state, "closed")
-        still = _still_open(failing_ai, failing_ai.calls)
-        add("aiobreaker", "sync_closed", loop_sync(ai_sync), ok)
-        add("aiobreaker", "async_closed", loop_async(loop, ai_async), ok)
-        add("aiobreaker", "sync_open", loop_sync_reject(ai_fail_sync, err), still)
-        add("aiobreaker", "async_open", loop_async_reject(loop, ai_fail_async, err), still)
+        add_decorator_peer("aiobreaker", make_ai, lambda b: b.current_state, aiobreaker.CircuitBreakerError)
 
     # -- pybreaker: sync only (its async path needs Tornado); an RLock around every call
     version = _version("pybreaker")
